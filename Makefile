@@ -1,0 +1,41 @@
+# shelfguard — the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.shelfguard-installed
+
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint typecheck pytest bench lock clean
+
+# Creates the virtualenv and installs the pinned dependencies (only when the pins change).
+$(STAMP): constraints.txt pyproject.toml training/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" -e ./training
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/shelfguard demo
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Refreshes constraints.txt from the current virtualenv (after changing a range in pyproject.toml).
+lock: $(STAMP)
+	{ echo "# Exact versions tested together (pip -c constraints.txt). Regenerate with: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[0-9.]+)\+cpu/\1/'; } > constraints.txt
+
+clean:
+	rm -rf .shelfguard .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,361 @@
+"""``shelfguard``: the terminal entry point.
+
+Exit codes: 0 OK / PROMOTED, 1 FAILED or an error, 2 bad usage or input,
+3 BLOCKED by a gate, 4 REJECTED at approval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shelfguard.config import Settings, SettingsError, load_settings
+
+EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "BLOCKED": 3, "REJECTED": 4}
+OUTCOME_STYLE = {"OK": "green", "PROMOTED": "green", "BLOCKED": "red", "REJECTED": "yellow"}
+
+console = Console(stderr=True)
+out = Console()
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A progress bar callback ``(stage, done, total)``, or a no-op when output is JSON."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description:<32}"),
+        BarColumn(),
+        TextColumn("{task.completed:>,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield update
+
+
+def _ledger(settings: Settings) -> Any:
+    from shelfguard.ledger import Ledger
+
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    return ledger
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.generator import generate
+
+    defects = [d.strip() for d in (args.defects or "").split(",") if d.strip()]
+    with _progress(not args.json) as progress:
+        try:
+            result = generate(
+                Path(args.out),
+                products=args.products,
+                seed=args.seed,
+                defects=defects,
+                searches=args.searches,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    if args.json:
+        out.print_json(
+            json.dumps(
+                {
+                    "out_dir": str(result.out_dir),
+                    "files": {k: str(v) for k, v in result.files.items()},
+                    "rows": result.rows,
+                    "defects": list(result.defects),
+                }
+            )
+        )
+        return 0
+    table = Table("file", "rows", title=f"generated in {result.out_dir}")
+    for key, path in result.files.items():
+        table.add_row(path.name, f"{result.rows.get(key, 0):,}")
+    out.print(table)
+    if result.defects:
+        out.print(f"defects injected: {', '.join(result.defects)}")
+    return 0
+
+
+def print_manifest(manifest: dict[str, Any]) -> None:
+    """The batch manifest as a table a person can read."""
+    table = Table(
+        "file",
+        "sha256",
+        "read",
+        "accepted",
+        "quarantined",
+        "by reason",
+        title=f"batch {manifest['batch_id']}",
+    )
+    for f in manifest["files"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in f["quarantine_by_reason"].items()) or "-"
+        note = " (already ingested)" if f.get("already_ingested") else ""
+        table.add_row(
+            f["file_name"] + note,
+            f["sha256"][:12],
+            f"{f['rows_read']:,}",
+            f"{f['rows_accepted']:,}",
+            f"{f['rows_quarantined']:,}",
+            reasons,
+        )
+    out.print(table)
+    drift = [
+        f"{f['file_name']}: {', '.join(f['extra_columns'])}"
+        for f in manifest["files"]
+        if f["extra_columns"]
+    ]
+    if drift:
+        out.print(f"[yellow]unexpected extra columns (not loaded): {'; '.join(drift)}[/]")
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.ingest import IngestError, ingest
+
+    settings.ensure_dirs()
+    ledger = _ledger(settings)
+    try:
+        with _progress(not args.json) as progress:
+            manifest = ingest(Path(args.source), settings.duckdb_path, ledger, progress=progress)
+    except IngestError as exc:
+        raise UsageError(f"ingest refused: {exc}") from exc
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(manifest.to_json())
+    else:
+        print_manifest(manifest.to_dict())
+    return 0
+
+
+def _run_summary(run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "dag_id": run.dag_id,
+        "outcome": run.outcome,
+        "blocked_gate": run.blocked_gate,
+        "message": run.message,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+def run_pipeline(
+    settings: Settings, dag_id: str, source: str | None, quiet: bool
+) -> tuple[str, dict[str, Any]]:
+    """Run a DAG on the embedded runtime; returns the outcome and a JSON-ready summary."""
+    from shelfguard.embedded import EmbeddedRunError, run_dag
+
+    conf = {"source": str(Path(source).resolve())} if source else {}
+    settings.ensure_dirs()
+    try:
+        if quiet:
+            result = run_dag(settings, dag_id, conf)
+        else:
+            with console.status(f"running {dag_id} on the embedded Airflow…") as status:
+
+                def on_line(line: str) -> None:
+                    if "Task instance" in line or "Marking run" in line or "task_id=" in line:
+                        status.update(f"{dag_id}: {line.strip()[-100:]}")
+
+                result = run_dag(settings, dag_id, conf, on_line=on_line)
+    except EmbeddedRunError as exc:
+        raise UsageError(str(exc)) from exc
+    ledger = _ledger(settings)
+    try:
+        summary: dict[str, Any] = {"outcome": result.outcome, "log": str(result.log_path)}
+        if result.run is not None:
+            summary.update(_run_summary(result.run))
+            summary["outcome"] = result.outcome
+            summary["gates"] = [
+                {"name": g.gate, "status": g.status} for g in ledger.gate_results(result.run.run_id)
+            ]
+    finally:
+        ledger.dispose()
+    return result.outcome, summary
+
+
+def print_run(summary: dict[str, Any]) -> None:
+    """One run's outcome with its gates."""
+    outcome = summary["outcome"]
+    style = OUTCOME_STYLE.get(outcome, "red")
+    where = f" at gate [bold]{summary['blocked_gate']}[/]" if summary.get("blocked_gate") else ""
+    out.print(
+        f"[bold {style}]{outcome}[/]{where}  run {summary.get('run_id', '?')} ({summary.get('dag_id', '?')})"
+    )
+    for gate in summary.get("gates", []):
+        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(
+            gate["status"], "[red]fail[/]"
+        )
+        out.print(f"  gate {gate['name']:<20} {mark}")
+    if summary.get("message"):
+        out.print(f"  {summary['message']}")
+    out.print(f"  log: {summary['log']}" if summary.get("log") else "")
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    outcome, summary = run_pipeline(settings, args.dag_id, args.source, quiet=args.json)
+    if args.json:
+        out.print_json(json.dumps(summary))
+    else:
+        print_run(summary)
+    return EXIT_CODES.get(outcome, 1)
+
+
+def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
+    """The champion and the recent runs, each with its gates."""
+    ledger = _ledger(settings)
+    try:
+        champion = ledger.get_alias("champion")
+        runs = []
+        for run in ledger.recent_runs(limit=limit):
+            item = _run_summary(run)
+            item["gates"] = [
+                {"name": g.gate, "status": g.status} for g in ledger.gate_results(run.run_id)
+            ]
+            runs.append(item)
+    finally:
+        ledger.dispose()
+    champion_json = None
+    if champion is not None:
+        champion_json = {
+            "version": champion.version,
+            "model": {"uri": champion.model.uri, "sha256": champion.model.sha256},
+            "index": {"uri": champion.index.uri, "sha256": champion.index.sha256},
+            "run_id": champion.run_id,
+        }
+    return {"home": str(settings.home), "champion": champion_json, "runs": runs}
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    payload = status_payload(settings, args.limit)
+    if args.json:
+        out.print_json(json.dumps(payload))
+        return 0
+    champion = payload["champion"]
+    if champion:
+        out.print(
+            f"champion v{champion['version']}: model {champion['model']['sha256'][:12]}"
+            f" + index {champion['index']['sha256'][:12]} (run {champion['run_id']})"
+        )
+    else:
+        out.print("champion: none yet")
+    if not payload["runs"]:
+        out.print(f"no runs recorded in {payload['home']}")
+        return 0
+    table = Table("run_id", "dag_id", "outcome", "gates", "finished", title="recent runs")
+    for run in payload["runs"]:
+        gates = " ".join(f"{g['name']}:{g['status']}" for g in run["gates"]) or "-"
+        outcome = run["outcome"] + (f" ({run['blocked_gate']})" if run["blocked_gate"] else "")
+        table.add_row(run["run_id"], run["dag_id"], outcome, gates, run["finished_at"] or "-")
+    out.print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Generate the demo dataset and run every DAG that exists on the embedded default."""
+    from shelfguard.generator import generate
+
+    settings.ensure_dirs()
+    data_dir = settings.home / "demo-data"
+    out.rule("shelfguard demo (embedded: SQLite Airflow, DuckDB warehouse, SQLite ledger)")
+    out.print(f"home: {settings.home}")
+    with _progress(True) as progress:
+        result = generate(data_dir, products=args.products, seed=args.seed, progress=progress)
+    out.print(
+        f"1. generated {result.rows['product']:,} products, {result.rows['query']:,} golden queries,"
+        f" {result.rows['label']:,} judgements, {result.rows['search_log']:,} search impressions"
+        f" in {data_dir}"
+    )
+    out.print(
+        "2. running catalog_refresh (ingest into raw.* with quarantine, manifest in the ledger)"
+    )
+    outcome, summary = run_pipeline(settings, "catalog_refresh", str(data_dir), quiet=False)
+    print_run(summary)
+    out.print(
+        "[dim]Implemented so far: generate -> ingest -> catalog_refresh. The dbt/GX gates, training, "
+        "evaluation, embedding, approval and promotion stages are not part of this demo yet.[/]"
+    )
+    out.print(f"status: .venv/bin/shelfguard status   (SHELFGUARD_HOME={settings.home})")
+    return EXIT_CODES.get(outcome, 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="shelfguard", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a WANDS-layout dataset with behaviour logs")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--products", type=int, default=2000, help="catalog size (default 2000)")
+    gen.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    gen.add_argument("--searches", type=int, default=None, help="searches in the behaviour log")
+    gen.add_argument("--defects", default="", help="comma-separated defect names to inject")
+    gen.add_argument("--json", action="store_true", help="print the result as JSON")
+    gen.set_defaults(func=cmd_generate)
+
+    ing = sub.add_parser("ingest", help="load a folder of raw files into the warehouse")
+    ing.add_argument("--source", required=True, help="folder with product.csv and friends")
+    ing.add_argument("--json", action="store_true", help="print the batch manifest as JSON")
+    ing.set_defaults(func=cmd_ingest)
+
+    run = sub.add_parser("run", help="run a DAG on the embedded default and print its outcome")
+    run.add_argument("dag_id", help="catalog_refresh, ...")
+    run.add_argument("--source", default=None, help="folder to ingest (catalog_refresh)")
+    run.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="the champion and the recent runs with their gates")
+    st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    st.add_argument("--json", action="store_true", help="print as JSON")
+    st.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="generate demo data and run the pipeline end to end")
+    demo.add_argument("--products", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run the command, map errors to exit codes."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        code: int = args.func(args, settings)
+    except (UsageError, SettingsError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

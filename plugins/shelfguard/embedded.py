@@ -1,0 +1,158 @@
+"""The embedded runtime: real Airflow on one machine, no services.
+
+Airflow's metadata lives in SQLite under ``$SHELFGUARD_HOME/airflow``; a DAG
+runs with ``airflow dags test`` (every task in one process, no scheduler). The
+outcome is read back from the ledger, never from Airflow's task states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shelfguard.config import Settings, project_root
+from shelfguard.ledger import Ledger, RunRecord
+
+
+class EmbeddedRunError(RuntimeError):
+    """Airflow could not be set up or the DAG could not be started."""
+
+
+def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an embedded Airflow process runs with."""
+    root = project_root()
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(settings.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{settings.airflow_home / 'airflow.db'}",
+            # A governance product makes no outside calls.
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "SCARF_ANALYTICS": "false",
+            "DO_NOT_TRACK": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "SHELFGUARD_HOME": str(settings.home),
+            "SHELFGUARD_WAREHOUSE_URL": settings.warehouse_url,
+            "SHELFGUARD_LEDGER_URL": settings.ledger_url,
+            "SHELFGUARD_ARTIFACT_ROOT": settings.artifact_root,
+            "SHELFGUARD_LANDING_DIR": str(settings.landing_dir),
+        }
+    )
+    return env
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def ensure_airflow_db(settings: Settings) -> None:
+    """Create or upgrade the embedded Airflow metadata database (idempotent).
+
+    A stamp naming the Airflow version skips the migration on later runs; a
+    different Airflow version migrates again.
+    """
+    from importlib.metadata import version
+
+    settings.ensure_dirs()
+    stamp = settings.airflow_home / f".migrated-{version('apache-airflow')}"
+    if stamp.exists() and (settings.airflow_home / "airflow.db").exists():
+        return
+    log = settings.airflow_home / "db-migrate.log"
+    with log.open("wb") as out:
+        result = subprocess.run(
+            [_airflow_bin(), "db", "migrate"],
+            env=airflow_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise EmbeddedRunError(f"airflow db migrate failed (exit {result.returncode}); see {log}")
+    stamp.touch()
+
+
+@dataclass(frozen=True)
+class EmbeddedRun:
+    """A finished embedded DAG run: its ledger record and where its log is."""
+
+    run: RunRecord | None
+    log_path: Path
+    exit_code: int
+
+    @property
+    def outcome(self) -> str:
+        """The ledger's outcome, or FAILED when the run never reached the ledger."""
+        if self.run is None or self.run.outcome == "RUNNING":
+            return "FAILED"
+        return self.run.outcome
+
+
+def run_dag(
+    settings: Settings,
+    dag_id: str,
+    conf: Mapping[str, Any] | None = None,
+    *,
+    on_line: Callable[[str], None] | None = None,
+) -> EmbeddedRun:
+    """Run one DAG to the end with ``airflow dags test`` and return its ledger record."""
+    dag_file = project_root() / "dags" / f"{dag_id}.py"
+    if not dag_file.is_file():
+        known = sorted(p.stem for p in (project_root() / "dags").glob("*.py"))
+        raise EmbeddedRunError(f"unknown DAG {dag_id!r}; known DAGs: {', '.join(known)}")
+    ensure_airflow_db(settings)
+    request_id = uuid.uuid4().hex
+    payload = {**(conf or {}), "request_id": request_id}
+    log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        _airflow_bin(),
+        "dags",
+        "test",
+        dag_id,
+        "-f",
+        str(dag_file),
+        "-c",
+        json.dumps(payload),
+    ]
+    with (
+        log_path.open("w", encoding="utf-8") as log,
+        subprocess.Popen(
+            command,
+            env=airflow_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+        exit_code = proc.wait()
+    ledger = Ledger(settings.ledger_url)
+    try:
+        ledger.migrate()
+        run = next(
+            (
+                r
+                for r in ledger.recent_runs(limit=50, dag_id=dag_id)
+                if r.lineage.get("request_id") == request_id
+            ),
+            None,
+        )
+    finally:
+        ledger.dispose()
+    return EmbeddedRun(run=run, log_path=log_path, exit_code=exit_code)

@@ -1,0 +1,443 @@
+"""Ingestion: raw files -> ``raw.*`` tables, bad rows -> ``quarantine.*``, manifest -> ledger.
+
+The files follow the WANDS layout (tab-separated, a header line, no quoting).
+DuckDB parses and casts them in bulk; Python touches only the rejected lines,
+to copy their original bytes into quarantine. Guarantees:
+
+- rows read = rows accepted + rows quarantined, for every file, or the load is
+  rolled back (invariant 4: no row is lost silently);
+- a file-level problem (missing required column, unreadable or empty file)
+  stops the whole batch before anything is written;
+- the same file content is loaded into the same table once: re-ingesting is a
+  no-op (invariant 7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+import numpy as np
+
+from shelfguard.ledger import IngestFileRecord, Ledger
+
+Progress = Callable[[str, int, int], None]
+
+_CHUNK = 16 * 1024 * 1024
+
+
+class IngestError(Exception):
+    """A file-level problem: the batch is refused and nothing is loaded."""
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """How one source file maps to one raw table."""
+
+    key: str
+    file_name: str
+    table: str
+    columns: dict[str, str]
+    required: bool
+
+    def sql_types(self) -> dict[str, str]:
+        """DuckDB types of the expected columns."""
+        return self.columns
+
+
+_PRODUCT_COLUMNS = {
+    "product_id": "BIGINT",
+    "product_name": "VARCHAR",
+    "product_class": "VARCHAR",
+    "category_hierarchy": "VARCHAR",
+    "product_description": "VARCHAR",
+    "product_features": "VARCHAR",
+    # WANDS writes counts as floats ("15.0"); staging casts them to integers.
+    "rating_count": "DOUBLE",
+    "average_rating": "DOUBLE",
+    "review_count": "DOUBLE",
+}
+
+SPECS: tuple[FileSpec, ...] = (
+    FileSpec("product", "product.csv", "products", _PRODUCT_COLUMNS, required=True),
+    FileSpec(
+        "query",
+        "query.csv",
+        "queries",
+        {"query_id": "BIGINT", "query": "VARCHAR", "query_class": "VARCHAR"},
+        required=False,
+    ),
+    FileSpec(
+        "label",
+        "label.csv",
+        "judgements",
+        {"id": "BIGINT", "query_id": "BIGINT", "product_id": "BIGINT", "label": "VARCHAR"},
+        required=False,
+    ),
+    FileSpec(
+        "search_log",
+        "search_log.csv",
+        "search_log",
+        {
+            "search_id": "VARCHAR",
+            "session_id": "VARCHAR",
+            "user_id": "VARCHAR",
+            "user_email": "VARCHAR",
+            "searched_at": "TIMESTAMP",
+            "query": "VARCHAR",
+            "product_id": "BIGINT",
+            "position": "INTEGER",
+            "clicked": "SMALLINT",
+            "added_to_cart": "SMALLINT",
+            "purchased": "SMALLINT",
+        },
+        required=False,
+    ),
+    FileSpec(
+        "catalog_changes",
+        "catalog_changes.csv",
+        "catalog_changes",
+        {"change_id": "BIGINT", "changed_at": "TIMESTAMP", "op": "VARCHAR", **_PRODUCT_COLUMNS},
+        required=False,
+    ),
+)
+
+# DuckDB's reject error types -> the reason codes governance owners read.
+_REASONS = {
+    "CAST": "unparseable_value",
+    "MISSING COLUMNS": "too_few_fields",
+    "TOO MANY COLUMNS": "too_many_fields",
+    "INVALID ENCODING": "invalid_utf8",
+    "INVALID UNICODE": "invalid_utf8",
+    "UNQUOTED VALUE": "malformed_line",
+    "INVALID STATE": "malformed_line",
+    "LINE SIZE OVER MAXIMUM": "line_too_long",
+}
+BLANK_LINE = "blank_line"
+
+
+@dataclass(frozen=True)
+class FileManifest:
+    """What happened to one file: the batch manifest's row for it."""
+
+    file_name: str
+    table: str
+    sha256: str
+    bytes: int
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantine_by_reason: dict[str, int]
+    extra_columns: list[str] = field(default_factory=list)
+    already_ingested: bool = False
+
+
+@dataclass(frozen=True)
+class IngestManifest:
+    """The batch manifest: one entry per file found in the source folder."""
+
+    batch_id: str
+    source: str
+    files: list[FileManifest]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, the one ``shelfguard ingest --json`` prints."""
+        return {
+            "batch_id": self.batch_id,
+            "source": self.source,
+            "files": [asdict(f) for f in self.files],
+        }
+
+    def to_json(self) -> str:
+        """The manifest as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+
+@dataclass
+class _Scanned:
+    spec: FileSpec
+    path: Path
+    header: list[str]
+    sha256: str = ""
+    size: int = 0
+    line_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    line_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return [c for c in self.header if c not in self.spec.columns]
+
+    @property
+    def data_lines(self) -> int:
+        # Line 1 is the header; a file is "lines" split on \n, last one unterminated.
+        return max(len(self.line_starts) - 1, 0)
+
+    def line_bytes(self, handle: BinaryIO, line_number: int) -> bytes:
+        """Original bytes of a 1-based line, without its line terminator."""
+        start = int(self.line_starts[line_number - 1])
+        handle.seek(start)
+        raw = handle.read(int(self.line_ends[line_number - 1]) - start)
+        return raw[:-1] if raw.endswith(b"\r") else raw
+
+
+def _read_header(spec: FileSpec, path: Path) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline()
+    except OSError as exc:
+        raise IngestError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from exc
+    if not first.strip():
+        raise IngestError(f"{path.name}: the file is empty (no header line)")
+    try:
+        header = first.rstrip(b"\r\n").decode("utf-8").split("\t")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path.name}: line 1 (header) is not valid UTF-8") from exc
+    header = [name.lstrip("\ufeff").strip() for name in header]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise IngestError(f"{path.name}: header repeats column(s) {', '.join(duplicated)}")
+    missing = [name for name in spec.columns if name not in header]
+    if missing:
+        extra = [name for name in header if name not in spec.columns]
+        hint = f"; unexpected column(s): {', '.join(extra)}" if extra else ""
+        raise IngestError(
+            f"{path.name}: missing required column(s) {', '.join(missing)}"
+            f" (expected {', '.join(spec.columns)}{hint})"
+        )
+    return header
+
+
+def _scan(item: _Scanned) -> None:
+    """Hash the file and find every line's byte span, in one pass of vectorised chunks."""
+    digest = hashlib.sha256()
+    newlines: list[np.ndarray] = []
+    offset = 0
+    with item.path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            found = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
+            newlines.append(found.astype(np.int64) + offset)
+            offset += len(chunk)
+    ends = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
+    if offset and (len(ends) == 0 or ends[-1] != offset - 1):
+        ends = np.append(ends, offset)  # last line has no terminator
+    item.sha256 = digest.hexdigest()
+    item.size = offset
+    item.line_ends = ends
+    item.line_starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+
+
+def discover(source: Path) -> list[_Scanned]:
+    """Find the known files in ``source`` and check their headers, loading nothing."""
+    if not source.is_dir():
+        raise IngestError(f"{source}: not a folder")
+    found = []
+    for spec in SPECS:
+        path = source / spec.file_name
+        if not path.exists():
+            if spec.required:
+                raise IngestError(f"{source}: required file {spec.file_name} is missing")
+            continue
+        if not path.is_file():
+            raise IngestError(f"{path}: not a regular file")
+        found.append(_Scanned(spec, path, _read_header(spec, path)))
+    return found
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    con.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
+    for spec in SPECS:
+        cols = ", ".join(f'"{name}" {sql_type}' for name, sql_type in spec.columns.items())
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, "
+            "_batch_id VARCHAR, _file_sha256 VARCHAR, _ingested_at TIMESTAMP WITH TIME ZONE)"
+        )
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS quarantine.{spec.table} ("
+            "batch_id VARCHAR, file_name VARCHAR, file_sha256 VARCHAR, line_number BIGINT, "
+            "reason VARCHAR, detail VARCHAR, original_line BLOB, "
+            "quarantined_at TIMESTAMP WITH TIME ZONE)"
+        )
+
+
+def _read_csv_sql(item: _Scanned, rejects: str) -> str:
+    # Columns are declared in the file's own order; extra ones are read as text and not kept.
+    columns = {name: item.spec.columns.get(name, "VARCHAR") for name in item.header}
+    columns_sql = "{" + ", ".join(f"'{n}': '{t}'" for n, t in columns.items()) + "}"
+    path = str(item.path).replace("'", "''")
+    return (
+        f"read_csv('{path}', delim='\\t', quote='', escape='', header=true, "
+        f"auto_detect=false, strict_mode=true, columns={columns_sql}, "
+        f"store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan', "
+        "timestampformat='%Y-%m-%dT%H:%M:%SZ')"
+    )
+
+
+def _load_file(con: duckdb.DuckDBPyConnection, item: _Scanned, batch_id: str) -> FileManifest:
+    spec = item.spec
+    rejects = f"rejects_{spec.table}"
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _load AS SELECT * FROM {_read_csv_sql(item, rejects)}"
+        )
+    except duckdb.Error as exc:
+        raise IngestError(f"{item.path.name}: DuckDB could not parse the file: {exc}") from exc
+    rejected = con.execute(
+        f"SELECT line, list(DISTINCT error_type::VARCHAR ORDER BY error_type::VARCHAR), "
+        f"string_agg(DISTINCT coalesce(column_name, '') || ': ' || error_message, ' | ') "
+        f"FROM {rejects} GROUP BY line ORDER BY line"
+    ).fetchall()
+
+    quarantined: list[tuple[int, str, str]] = []
+    for line, error_types, detail in rejected:
+        reason = _REASONS.get(error_types[0], "malformed_line")
+        quarantined.append((int(line), reason, str(detail)[:1000]))
+    lengths = item.line_ends - item.line_starts
+    blank = np.flatnonzero(lengths[1:] <= 1) + 2  # 1-based line numbers; "\r" alone is blank too
+    rejected_lines = {line for line, _, _ in quarantined}
+    with item.path.open("rb") as handle:
+        for line in blank.tolist():
+            if line not in rejected_lines and not item.line_bytes(handle, line):
+                quarantined.append((line, BLANK_LINE, "empty line"))
+        originals = {line: item.line_bytes(handle, line) for line, _, _ in quarantined}
+
+    con.execute(f"DELETE FROM raw.{spec.table} WHERE _file_sha256 = ?", [item.sha256])
+    con.execute(f"DELETE FROM quarantine.{spec.table} WHERE file_sha256 = ?", [item.sha256])
+    cols = ", ".join(f'"{name}"' for name in spec.columns)
+    con.execute(
+        f"INSERT INTO raw.{spec.table} ({cols}, _batch_id, _file_sha256, _ingested_at) "
+        f"SELECT {cols}, ?, ?, now() FROM _load",
+        [batch_id, item.sha256],
+    )
+    if quarantined:
+        con.executemany(
+            f"INSERT INTO quarantine.{spec.table} VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+            [
+                (batch_id, item.path.name, item.sha256, line, reason, detail, originals[line])
+                for line, reason, detail in sorted(quarantined)
+            ],
+        )
+    accepted = int(con.execute("SELECT count(*) FROM _load").fetchone()[0])  # type: ignore[index]
+    by_reason: dict[str, int] = {}
+    for _, reason, _ in quarantined:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    rows_read = item.data_lines
+    if accepted + len(quarantined) != rows_read:
+        raise IngestError(
+            f"{item.path.name}: {rows_read} rows read but {accepted} accepted + "
+            f"{len(quarantined)} quarantined; refusing to lose rows silently"
+        )
+    return FileManifest(
+        file_name=item.path.name,
+        table=f"raw.{spec.table}",
+        sha256=item.sha256,
+        bytes=item.size,
+        rows_read=rows_read,
+        rows_accepted=accepted,
+        rows_quarantined=len(quarantined),
+        quarantine_by_reason=dict(sorted(by_reason.items())),
+        extra_columns=item.extra_columns,
+    )
+
+
+def _from_record(record: IngestFileRecord) -> FileManifest:
+    return FileManifest(
+        file_name=record.file_name,
+        table=record.table_name,
+        sha256=record.sha256,
+        bytes=record.bytes,
+        rows_read=record.rows_read,
+        rows_accepted=record.rows_accepted,
+        rows_quarantined=record.rows_quarantined,
+        quarantine_by_reason=dict(record.quarantine_by_reason),
+        extra_columns=list(record.extra_columns),
+        already_ingested=True,
+    )
+
+
+def batch_id_for(items: Sequence[_Scanned]) -> str:
+    """A batch is named by the content it loads: same files, same id."""
+    digest = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.spec.file_name):
+        digest.update(f"{item.spec.file_name}\0{item.sha256}\n".encode())
+    return "batch-" + digest.hexdigest()[:16]
+
+
+def ingest(
+    source: Path,
+    duckdb_path: Path,
+    ledger: Ledger,
+    *,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> IngestManifest:
+    """Load the WANDS-layout files in ``source`` into the warehouse and record the batch.
+
+    Raises :class:`IngestError` on a file-level problem; nothing is written then.
+    """
+    source = source.resolve()
+    items = discover(source)
+    for number, item in enumerate(items, start=1):
+        if progress:
+            progress(f"hashing {item.path.name}", number - 1, len(items))
+        _scan(item)
+    batch_id = batch_id_for(items)
+    known = {
+        item.spec.table: ledger.find_ingested_file(f"raw.{item.spec.table}", item.sha256)
+        for item in items
+    }
+    todo = [item for item in items if known[item.spec.table] is None]
+
+    loaded: dict[str, FileManifest] = {}
+    if todo:
+        duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(duckdb_path))
+        try:
+            _ensure_tables(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for number, item in enumerate(todo, start=1):
+                    if progress:
+                        progress(f"loading {item.path.name}", number - 1, len(todo))
+                    loaded[item.spec.table] = _load_file(con, item, batch_id)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+    if progress:
+        progress("recording manifest", len(items), len(items))
+
+    files = []
+    for item in items:
+        record = known[item.spec.table]
+        if record is not None:
+            files.append(_from_record(record))
+            continue
+        manifest = loaded[item.spec.table]
+        ledger.record_ingested_file(
+            IngestFileRecord(
+                id=None,
+                run_id=run_id,
+                batch_id=batch_id,
+                file_name=manifest.file_name,
+                table_name=manifest.table,
+                sha256=manifest.sha256,
+                bytes=manifest.bytes,
+                rows_read=manifest.rows_read,
+                rows_accepted=manifest.rows_accepted,
+                rows_quarantined=manifest.rows_quarantined,
+                quarantine_by_reason=manifest.quarantine_by_reason,
+                extra_columns=manifest.extra_columns,
+                ingested_at=None,
+            )
+        )
+        files.append(manifest)
+    return IngestManifest(batch_id=batch_id, source=str(source), files=files)

@@ -1,0 +1,143 @@
+"""Task bodies: what each Airflow task of the shelfguard DAGs does, one function per task.
+
+DAG files only wire these together. Each function takes the Airflow context,
+does its work through the package's plain functions, records what happened in
+the ledger, and stops the run with :class:`AirflowFailException` (no retry)
+when the result is a governance decision rather than a transient error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from shelfguard.config import Settings, load_settings
+from shelfguard.ledger import Ledger
+from shelfguard.lineage import code_version
+
+FAILED_STATES = {"failed", "upstream_failed"}
+
+
+def _ledger(settings: Settings) -> Ledger:
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    return ledger
+
+
+def _run_ids(context: Mapping[str, Any]) -> tuple[str, str]:
+    return str(context["run_id"]), str(context["dag"].dag_id)
+
+
+def _conf(context: Mapping[str, Any]) -> dict[str, Any]:
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    return dict(conf)
+
+
+def start_run(context: Mapping[str, Any]) -> str:
+    """Open the run in the ledger with what it runs on (code version, request id)."""
+    settings = load_settings()
+    settings.ensure_dirs()
+    run_id, dag_id = _run_ids(context)
+    conf = _conf(context)
+    ledger = _ledger(settings)
+    ledger.start_run(
+        run_id,
+        dag_id,
+        triggered_by=conf.get("triggered_by") or os.environ.get("USER"),
+        lineage={"code_version": code_version(), "request_id": conf.get("request_id")},
+    )
+    return run_id
+
+
+def source_dir(context: Mapping[str, Any], settings: Settings) -> Path:
+    """The folder to ingest: the run's ``source`` param, else the landing folder."""
+    params = context.get("params") or {}
+    source = _conf(context).get("source") or params.get("source")
+    return Path(source) if source else settings.landing_dir
+
+
+def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the source folder into ``raw.*`` and record the manifest and the ``ingest`` gate."""
+    from shelfguard.ingest import IngestError
+    from shelfguard.ingest import ingest as run_ingest
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = _ledger(settings)
+    source = source_dir(context, settings)
+    try:
+        manifest = run_ingest(source, settings.duckdb_path, ledger, run_id=run_id)
+    except IngestError as exc:
+        ledger.record_gate(
+            run_id,
+            "ingest",
+            "fail",
+            checks=[
+                {
+                    "name": "file_contract",
+                    "status": "fail",
+                    "severity": "error",
+                    "message": str(exc),
+                }
+            ],
+        )
+        raise AirflowFailException(f"ingest refused the batch: {exc}") from exc
+    files = manifest.to_dict()["files"]
+    ledger.update_lineage(
+        run_id,
+        batch_id=manifest.batch_id,
+        inputs={f["file_name"]: f["sha256"] for f in files},
+    )
+    ledger.record_gate(
+        run_id,
+        "ingest",
+        "pass",
+        subject=f"batch:{manifest.batch_id}",
+        checks=[
+            {
+                "name": f"rows_conserved:{f['file_name']}",
+                "status": "pass",
+                "severity": "error",
+                "observed": f"{f['rows_read']} read = {f['rows_accepted']} accepted"
+                f" + {f['rows_quarantined']} quarantined",
+            }
+            for f in files
+        ],
+        metrics={"files": files},
+    )
+    return manifest.to_dict()
+
+
+def finalize(context: Mapping[str, Any]) -> str:
+    """Decide the run's outcome from the ledger and the tasks' states, and record it.
+
+    A failed gate makes the run BLOCKED at that gate; any other failed task makes
+    it FAILED. The task itself then fails, so Airflow shows the run as failed too.
+    """
+    settings = load_settings()
+    run_id, dag_id = _run_ids(context)
+    ledger = _ledger(settings)
+    failed_gates = [g for g in ledger.gate_results(run_id) if g.status == "fail"]
+    ti = context["ti"]
+    states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    failed_tasks = sorted(t for t, s in states.items() if s in FAILED_STATES and t != ti.task_id)
+    if failed_gates:
+        gate = failed_gates[0]
+        reasons = "; ".join(
+            f"{c.get('name')}: {c.get('message') or c.get('observed')}"
+            for c in gate.checks
+            if c.get("status") == "fail"
+        )
+        ledger.finish_run(run_id, "BLOCKED", blocked_gate=gate.gate, message=reasons)
+        raise AirflowFailException(f"BLOCKED at gate {gate.gate}: {reasons}")
+    if failed_tasks:
+        message = f"task(s) failed: {', '.join(failed_tasks)}"
+        ledger.finish_run(run_id, "FAILED", message=message)
+        raise AirflowFailException(f"FAILED: {message}")
+    ledger.finish_run(run_id, "OK")
+    return "OK"

@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated shelfguard home per test, and the local PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shelfguard.config import Settings, load_settings
+
+PG_ADMIN_URL = os.environ.get(
+    "SHELFGUARD_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_service(name: str, reason: str) -> None:
+    """Fail under CI=true, skip on a laptop: a missing service must never pass silently in CI."""
+    message = f"{name} is unreachable: {reason}"
+    if _in_ci():
+        pytest.fail(message + " (CI=true: services are required)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh SHELFGUARD_HOME with the embedded defaults, set in the environment."""
+    home = tmp_path / "home"
+    for name in list(os.environ):
+        if name.startswith("SHELFGUARD_") and name != "SHELFGUARD_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SHELFGUARD_HOME", str(home))
+    settings = load_settings()
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away database on the local PostgreSQL, dropped after the session."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"shelfguard_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        require_service("PostgreSQL", str(exc).splitlines()[0])
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()

@@ -1,0 +1,247 @@
+"""Ingestion against the real DuckDB and the real ledger (SQLite, and PostgreSQL once)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from shelfguard.config import Settings
+from shelfguard.ingest import IngestError, ingest
+from shelfguard.ledger import Ledger
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+HEADER = (
+    "product_id\tproduct_name\tproduct_class\tcategory_hierarchy\tproduct_description"
+    "\tproduct_features\trating_count\taverage_rating\treview_count"
+)
+
+
+def product_line(pid: object, name: str = "oak table", rating: str = "4.5") -> bytes:
+    return (
+        f"{pid}\t{name}\tDining Tables\tFurniture / Dining / Tables\tsolid oak"
+        f"\tcolor:brown|price:199.00\t12\t{rating}\t3"
+    ).encode()
+
+
+def write(folder: Path, name: str, lines: list[bytes], newline: bytes = b"\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(newline.join(lines) + newline)
+    return path
+
+
+@pytest.fixture
+def ledger(sg_home: Settings) -> Ledger:
+    led = Ledger(sg_home.ledger_url)
+    led.migrate()
+    yield led
+    led.dispose()
+
+
+def rows(settings: Settings, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_clean_file_loads_every_row_and_records_the_manifest(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    path = write(
+        tmp_path / "src", "product.csv", [HEADER.encode()] + [product_line(i) for i in range(1, 6)]
+    )
+    manifest = ingest(path.parent, sg_home.duckdb_path, ledger, run_id=None)
+    (entry,) = manifest.files
+    assert entry.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (5, 5, 0)
+    assert entry.bytes == path.stat().st_size
+    assert rows(sg_home, "select count(*), sum(product_id) from raw.products") == [(5, 15)]
+    recorded = ledger.ingested_files(batch_id=manifest.batch_id)
+    assert [(r.file_name, r.rows_accepted) for r in recorded] == [("product.csv", 5)]
+
+
+def test_row_level_defects_are_quarantined_with_reason_and_original_bytes(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    bad = {
+        3: (product_line(2)[:20], "too_few_fields"),
+        4: (product_line(3) + b"\textra", "too_many_fields"),
+        5: (product_line(4, name="cafe chair").replace(b"cafe", b"caf\xff\xfe"), "invalid_utf8"),
+        6: (product_line(5, rating="four"), "unparseable_value"),
+        7: (b"", "blank_line"),
+        8: (product_line("six"), "unparseable_value"),
+    }
+    lines = (
+        [HEADER.encode(), product_line(1)] + [bad[n][0] for n in sorted(bad)] + [product_line(9)]
+    )
+    src = tmp_path / "src"
+    write(src, "product.csv", lines)
+    manifest = ingest(src, sg_home.duckdb_path, ledger)
+    (entry,) = manifest.files
+    assert entry.rows_read == 8
+    assert entry.rows_accepted == 2
+    assert entry.rows_quarantined == 6
+    assert entry.rows_read == entry.rows_accepted + entry.rows_quarantined
+    quarantined = rows(
+        sg_home, "select line_number, reason, original_line from quarantine.products order by 1"
+    )
+    assert [(n, r) for n, r, _ in quarantined] == [(n, bad[n][1]) for n in sorted(bad)]
+    for line_number, _, original in quarantined:
+        assert bytes(original) == bad[line_number][0], f"line {line_number} not kept byte for byte"
+    assert entry.quarantine_by_reason == {
+        "blank_line": 1,
+        "invalid_utf8": 1,
+        "too_few_fields": 1,
+        "too_many_fields": 1,
+        "unparseable_value": 2,
+    }
+
+
+def test_reingest_adds_nothing(tmp_path: Path, sg_home: Settings, ledger: Ledger) -> None:
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1), product_line("x")])
+    first = ingest(src, sg_home.duckdb_path, ledger)
+    second = ingest(src, sg_home.duckdb_path, ledger)
+    assert first.batch_id == second.batch_id
+    assert second.files[0].already_ingested
+    assert second.files[0].rows_accepted == first.files[0].rows_accepted
+    assert rows(sg_home, "select count(*) from raw.products") == [(1,)]
+    assert rows(sg_home, "select count(*) from quarantine.products") == [(1,)]
+    assert len(ledger.ingested_files(batch_id=first.batch_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (HEADER.replace("product_class\t", ""), "missing required column(s) product_class"),
+        (HEADER.replace("product_name", "product_title"), "unexpected column(s): product_title"),
+    ],
+)
+def test_missing_column_refuses_the_batch_and_writes_nothing(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger, header: str, message: str
+) -> None:
+    src = tmp_path / "src"
+    write(src, "query.csv", [b"query_id\tquery\tquery_class", b"1\tsofa\tSofas"])
+    write(src, "product.csv", [header.encode(), b"1\ta\tb\tc\td\te\t1\t2\t3"])
+    with pytest.raises(IngestError, match=r"product\.csv") as excinfo:
+        ingest(src, sg_home.duckdb_path, ledger)
+    assert message in str(excinfo.value)
+    assert not sg_home.duckdb_path.exists()
+    assert ledger.ingested_files() == []
+
+
+def test_empty_and_missing_files_fail_with_the_file_named(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(IngestError, match=r"required file product\.csv is missing"):
+        ingest(src, sg_home.duckdb_path, ledger)
+    (src / "product.csv").write_bytes(b"")
+    with pytest.raises(IngestError, match=r"product\.csv: the file is empty"):
+        ingest(src, sg_home.duckdb_path, ledger)
+
+
+def test_a_bad_file_rolls_back_the_good_ones(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    ingest(src, sg_home.duckdb_path, ledger)
+    write(src, "product.csv", [HEADER.encode(), product_line(1), product_line(2)])
+    write(src, "label.csv", [b"id\tquery_id\tlabel", b"1\t1\tExact"])
+    with pytest.raises(IngestError, match=r"label\.csv: missing required column\(s\) product_id"):
+        ingest(src, sg_home.duckdb_path, ledger)
+    assert rows(sg_home, "select count(*) from raw.products") == [(1,)]
+
+
+def test_text_is_stored_exactly_as_given(tmp_path: Path, sg_home: Settings, ledger: Ledger) -> None:
+    names = [
+        "'); DROP TABLE products;--",
+        '=HYPERLINK("x")',
+        "Cloud sofa 🛋️✨",
+        "أريكة مخملية",
+        'quote " inside',
+        "back\\slash",
+    ]
+    src = tmp_path / "src"
+    write(
+        src, "product.csv", [HEADER.encode()] + [product_line(i, n) for i, n in enumerate(names, 1)]
+    )
+    ingest(src, sg_home.duckdb_path, ledger)
+    stored = [
+        r[0] for r in rows(sg_home, "select product_name from raw.products order by product_id")
+    ]
+    assert stored == names
+    assert (
+        rows(sg_home, "select count(*) from information_schema.tables where table_name='products'")[
+            0
+        ][0]
+        >= 1
+    )
+
+
+def test_extra_columns_are_reported_and_rows_kept(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    src = tmp_path / "src"
+    write(
+        src, "product.csv", [(HEADER + "\tinternal_notes").encode(), product_line(1) + b"\tsecret"]
+    )
+    (entry,) = ingest(src, sg_home.duckdb_path, ledger).files
+    assert entry.extra_columns == ["internal_notes"]
+    assert entry.rows_accepted == 1
+
+
+def test_crlf_files_and_reordered_columns_load(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)], newline=b"\r\n")
+    write(
+        src, "query.csv", [b"query\tquery_id\tquery_class", b"grey sofa\t7\tSofas"], newline=b"\r\n"
+    )
+    manifest = ingest(src, sg_home.duckdb_path, ledger)
+    assert [f.rows_accepted for f in manifest.files] == [1, 1]
+    assert rows(sg_home, "select query_id, query, query_class from raw.queries") == [
+        (7, "grey sofa", "Sofas")
+    ]
+    assert rows(sg_home, "select product_name from raw.products") == [("oak table",)]
+
+
+def test_reads_the_real_wands_query_file(tmp_path: Path, sg_home: Settings, ledger: Ledger) -> None:
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    shutil.copy(FIXTURES / "wands" / "query.csv", src / "query.csv")
+    manifest = ingest(src, sg_home.duckdb_path, ledger)
+    query_entry = next(f for f in manifest.files if f.file_name == "query.csv")
+    assert (query_entry.rows_read, query_entry.rows_accepted, query_entry.rows_quarantined) == (
+        480,
+        480,
+        0,
+    )
+    assert rows(sg_home, "select query, query_class from raw.queries where query_id = 0") == [
+        ("salon chair", "Massage Chairs")
+    ]
+    lines = (FIXTURES / "wands" / "query.csv").read_text(encoding="utf-8").splitlines()[1:]
+    classes = {line.split("\t")[2] for line in lines} - {""}
+    assert rows(sg_home, "select count(distinct query_class) from raw.queries") == [(len(classes),)]
+
+
+def test_manifest_goes_to_a_postgres_ledger(
+    tmp_path: Path, sg_home: Settings, postgres_url: str
+) -> None:
+    led = Ledger(postgres_url)
+    led.migrate()
+    try:
+        src = tmp_path / "src"
+        write(src, "product.csv", [HEADER.encode(), product_line(1), product_line("bad")])
+        manifest = ingest(src, sg_home.duckdb_path, led, run_id=None)
+        (recorded,) = led.ingested_files(batch_id=manifest.batch_id)
+        assert (recorded.rows_read, recorded.rows_accepted, recorded.rows_quarantined) == (2, 1, 1)
+        assert recorded.quarantine_by_reason == {"unparseable_value": 1}
+    finally:
+        led.dispose()
