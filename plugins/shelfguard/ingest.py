@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from shelfguard.ledger import IngestFileRecord, Ledger
 
@@ -255,7 +256,7 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     for spec in SPECS:
         cols = ", ".join(f'"{name}" {sql_type}' for name, sql_type in spec.columns.items())
         con.execute(
-            f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, "
+            f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, _line_number BIGINT, "
             "_batch_id VARCHAR, _file_sha256 VARCHAR, _ingested_at TIMESTAMP WITH TIME ZONE)"
         )
         con.execute(
@@ -279,67 +280,116 @@ def _read_csv_sql(item: _Scanned, rejects: str) -> str:
     )
 
 
-def _load_file(con: duckdb.DuckDBPyConnection, item: _Scanned, batch_id: str) -> FileManifest:
-    spec = item.spec
-    rejects = f"rejects_{spec.table}"
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _load AS SELECT * FROM {_read_csv_sql(item, rejects)}"
-        )
-    except duckdb.Error as exc:
-        raise IngestError(f"{item.path.name}: DuckDB could not parse the file: {exc}") from exc
+def _quarantine_list(
+    con: duckdb.DuckDBPyConnection, item: _Scanned, rejects: str
+) -> list[tuple[int, str, str]]:
+    """(line, reason, detail) for every data line DuckDB rejected or skipped as blank."""
     rejected = con.execute(
         f"SELECT line, list(DISTINCT error_type::VARCHAR ORDER BY error_type::VARCHAR), "
         f"string_agg(DISTINCT coalesce(column_name, '') || ': ' || error_message, ' | ') "
         f"FROM {rejects} GROUP BY line ORDER BY line"
     ).fetchall()
-
-    quarantined: list[tuple[int, str, str]] = []
-    for line, error_types, detail in rejected:
-        reason = _REASONS.get(error_types[0], "malformed_line")
-        quarantined.append((int(line), reason, str(detail)[:1000]))
+    quarantined = [
+        (int(line), _REASONS.get(types[0], "malformed_line"), str(detail)[:1000])
+        for line, types, detail in rejected
+    ]
+    # DuckDB skips blank lines without a word; they are rows read, so they are quarantined.
     lengths = item.line_ends - item.line_starts
-    blank = np.flatnonzero(lengths[1:] <= 1) + 2  # 1-based line numbers; "\r" alone is blank too
+    candidates = np.flatnonzero(lengths[1:] <= 1) + 2  # 1-based; a lone "\r" is blank too
     rejected_lines = {line for line, _, _ in quarantined}
     with item.path.open("rb") as handle:
-        for line in blank.tolist():
+        for line in candidates.tolist():
             if line not in rejected_lines and not item.line_bytes(handle, line):
                 quarantined.append((line, BLANK_LINE, "empty line"))
-        originals = {line: item.line_bytes(handle, line) for line, _, _ in quarantined}
+    return sorted(quarantined)
 
+
+@dataclass
+class _Parsed:
+    item: _Scanned
+    temp_table: str
+    accepted: int
+    quarantined: list[tuple[int, str, str]]
+
+
+def _parse_file(con: duckdb.DuckDBPyConnection, item: _Scanned) -> _Parsed:
+    """Parse one file into a temporary table; count and list the lines it rejected."""
+    spec = item.spec
+    rejects = f"rejects_{spec.table}"
+    temp_table = f"_load_{spec.table}"
+    try:
+        # Outside any transaction on purpose: committed temp rows get rowids 0..n-1 in file
+        # order, which is how accepted rows are matched with their line numbers below.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {temp_table} AS "
+            f"SELECT * FROM {_read_csv_sql(item, rejects)}"
+        )
+    except duckdb.Error as exc:
+        raise IngestError(f"{item.path.name}: DuckDB could not parse the file: {exc}") from exc
+    quarantined = _quarantine_list(con, item, rejects)
+    accepted = int(con.execute(f"SELECT count(*) FROM {temp_table}").fetchall()[0][0])
+    if accepted + len(quarantined) != item.data_lines:
+        raise IngestError(
+            f"{item.path.name}: {item.data_lines} rows read but {accepted} accepted + "
+            f"{len(quarantined)} quarantined; refusing to lose rows silently"
+        )
+    return _Parsed(item, temp_table, accepted, quarantined)
+
+
+def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) -> FileManifest:
+    """Replace this file's rows in ``raw.*`` and ``quarantine.*`` (inside the batch transaction)."""
+    item, quarantined = parsed.item, parsed.quarantined
+    spec = item.spec
+    rows_read = item.data_lines
+    # DuckDB keeps the file's row order, so accepted row i sits on the i-th line not quarantined.
+    line_numbers = np.setdiff1d(
+        np.arange(2, rows_read + 2, dtype=np.int64),
+        np.array([line for line, _, _ in quarantined], dtype=np.int64),
+        assume_unique=True,
+    )
+    con.register(
+        "_lines", pa.table({"_idx": np.arange(parsed.accepted), "_line_number": line_numbers})
+    )
+    with item.path.open("rb") as handle:
+        originals = [item.line_bytes(handle, line) for line, _, _ in quarantined]
+    con.register(
+        "_quarantined",
+        pa.table(
+            {
+                "line_number": pa.array([q[0] for q in quarantined], pa.int64()),
+                "reason": pa.array([q[1] for q in quarantined], pa.string()),
+                "detail": pa.array([q[2] for q in quarantined], pa.string()),
+                "original_line": pa.array(originals, pa.binary()),
+            }
+        ),
+    )
     con.execute(f"DELETE FROM raw.{spec.table} WHERE _file_sha256 = ?", [item.sha256])
     con.execute(f"DELETE FROM quarantine.{spec.table} WHERE file_sha256 = ?", [item.sha256])
     cols = ", ".join(f'"{name}"' for name in spec.columns)
     con.execute(
-        f"INSERT INTO raw.{spec.table} ({cols}, _batch_id, _file_sha256, _ingested_at) "
-        f"SELECT {cols}, ?, ?, now() FROM _load",
+        f"INSERT INTO raw.{spec.table} ({cols}, _line_number, _batch_id, _file_sha256, _ingested_at) "
+        f"SELECT {cols}, l._line_number, ?, ?, now() "
+        f"FROM (SELECT *, rowid AS _idx FROM {parsed.temp_table}) AS t JOIN _lines AS l USING (_idx)",
         [batch_id, item.sha256],
     )
-    if quarantined:
-        con.executemany(
-            f"INSERT INTO quarantine.{spec.table} VALUES (?, ?, ?, ?, ?, ?, ?, now())",
-            [
-                (batch_id, item.path.name, item.sha256, line, reason, detail, originals[line])
-                for line, reason, detail in sorted(quarantined)
-            ],
-        )
-    accepted = int(con.execute("SELECT count(*) FROM _load").fetchone()[0])  # type: ignore[index]
+    con.execute(
+        f"INSERT INTO quarantine.{spec.table} SELECT ?, ?, ?, line_number, reason, detail, "
+        "original_line, now() FROM _quarantined",
+        [batch_id, item.path.name, item.sha256],
+    )
+    con.unregister("_lines")
+    con.unregister("_quarantined")
+    con.execute(f"DROP TABLE {parsed.temp_table}")
     by_reason: dict[str, int] = {}
     for _, reason, _ in quarantined:
         by_reason[reason] = by_reason.get(reason, 0) + 1
-    rows_read = item.data_lines
-    if accepted + len(quarantined) != rows_read:
-        raise IngestError(
-            f"{item.path.name}: {rows_read} rows read but {accepted} accepted + "
-            f"{len(quarantined)} quarantined; refusing to lose rows silently"
-        )
     return FileManifest(
         file_name=item.path.name,
         table=f"raw.{spec.table}",
         sha256=item.sha256,
         bytes=item.size,
         rows_read=rows_read,
-        rows_accepted=accepted,
+        rows_accepted=parsed.accepted,
         rows_quarantined=len(quarantined),
         quarantine_by_reason=dict(sorted(by_reason.items())),
         extra_columns=item.extra_columns,
@@ -400,12 +450,15 @@ def ingest(
         con = duckdb.connect(str(duckdb_path))
         try:
             _ensure_tables(con)
+            parsed = []
+            for number, item in enumerate(todo, start=1):
+                if progress:
+                    progress(f"parsing {item.path.name}", number - 1, len(todo))
+                parsed.append(_parse_file(con, item))
             con.execute("BEGIN TRANSACTION")
             try:
-                for number, item in enumerate(todo, start=1):
-                    if progress:
-                        progress(f"loading {item.path.name}", number - 1, len(todo))
-                    loaded[item.spec.table] = _load_file(con, item, batch_id)
+                for result in parsed:
+                    loaded[result.item.spec.table] = _write_file(con, result, batch_id)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -91,6 +91,8 @@ def test_row_level_defects_are_quarantined_with_reason_and_original_bytes(
     assert [(n, r) for n, r, _ in quarantined] == [(n, bad[n][1]) for n in sorted(bad)]
     for line_number, _, original in quarantined:
         assert bytes(original) == bad[line_number][0], f"line {line_number} not kept byte for byte"
+    accepted = rows(sg_home, "select product_id, _line_number from raw.products order by 2")
+    assert accepted == [(1, 2), (9, 9)], "accepted rows keep their source line number"
     assert entry.quarantine_by_reason == {
         "blank_line": 1,
         "invalid_utf8": 1,
