@@ -1,0 +1,44 @@
+"""Governance ledger: the evidence promotion decides from (see docs/ledger.md).
+
+Import from here; ``models`` is an implementation detail of the store.
+"""
+
+from shelfguard.ledger.store import (
+    ALIAS_ACTIONS,
+    APPROVAL_CHANNELS,
+    DECISIONS,
+    FINAL_OUTCOMES,
+    GATE_STATUSES,
+    MIGRATIONS_DIR,
+    OUTCOMES,
+    AliasMove,
+    AliasRecord,
+    ApprovalRecord,
+    ArtifactRecord,
+    GateRecord,
+    IngestFileRecord,
+    Ledger,
+    LedgerError,
+    RunRecord,
+    alembic_config,
+)
+
+__all__ = [
+    "ALIAS_ACTIONS",
+    "APPROVAL_CHANNELS",
+    "DECISIONS",
+    "FINAL_OUTCOMES",
+    "GATE_STATUSES",
+    "MIGRATIONS_DIR",
+    "OUTCOMES",
+    "AliasMove",
+    "AliasRecord",
+    "ApprovalRecord",
+    "ArtifactRecord",
+    "GateRecord",
+    "IngestFileRecord",
+    "Ledger",
+    "LedgerError",
+    "RunRecord",
+    "alembic_config",
+]

@@ -1,0 +1,945 @@
+"""The governance ledger: runs, artifacts, gate verdicts, approvals and aliases.
+
+Promotion reads its evidence from here rather than from Airflow task states
+(invariant 2), so every write is idempotent on its natural key (invariant 7)
+and every alias move is one transaction with its history row (invariant 3).
+
+All methods return frozen records, never ORM objects: a caller cannot hold a
+session open by accident, and nothing it does to a record reaches the database.
+SQLite (embedded runtime, one file shared by Airflow task processes and the
+CLI) and PostgreSQL (production) behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from shelfguard.ledger.models import (
+    ALIAS_ACTIONS,
+    APPROVAL_CHANNELS,
+    DECISIONS,
+    GATE_STATUSES,
+    OUTCOMES,
+    Alias,
+    AliasHistory,
+    Approval,
+    Artifact,
+    Base,
+    GateResult,
+    IngestFile,
+    Run,
+)
+
+__all__ = [
+    "ALIAS_ACTIONS",
+    "APPROVAL_CHANNELS",
+    "DECISIONS",
+    "FINAL_OUTCOMES",
+    "GATE_STATUSES",
+    "MIGRATIONS_DIR",
+    "OUTCOMES",
+    "AliasMove",
+    "AliasRecord",
+    "ApprovalRecord",
+    "ArtifactRecord",
+    "GateRecord",
+    "IngestFileRecord",
+    "Ledger",
+    "LedgerError",
+    "RunRecord",
+    "alembic_config",
+]
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+FINAL_OUTCOMES = tuple(outcome for outcome in OUTCOMES if outcome != "RUNNING")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Serialises concurrent ``migrate()`` calls on PostgreSQL (every process calls it
+# on start); any constant works as long as nothing else uses it.
+_PG_MIGRATION_LOCK = 0x5348454C46475244
+_WRITE_OPTION = "shelfguard_write"
+_ALEMBIC_LOCK = threading.Lock()
+
+_T = TypeVar("_T")
+
+
+class LedgerError(RuntimeError):
+    """The ledger refused a write or cannot serve a request."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One DAG run: its outcome and the lineage of everything it used."""
+
+    run_id: str
+    dag_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    blocked_gate: str | None
+    message: str | None
+    triggered_by: str | None
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """A content-addressed artifact (model, index, dataset, report, dbt manifest...)."""
+
+    id: int
+    kind: str
+    uri: str
+    sha256: str
+    produced_by_run: str | None
+    created_at: datetime
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """The latest verdict of one gate on one subject within one run."""
+
+    id: int
+    run_id: str
+    gate: str
+    subject: str
+    status: str
+    checks: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    report_uri: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """A decision on promoting one exact model + index pair."""
+
+    id: int
+    run_id: str
+    model_sha256: str
+    index_sha256: str
+    decision: str
+    decided_by: str
+    decided_at: datetime
+    comment: str
+    via: str
+    policy_sha256: str | None
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """Where an alias points now; ``model`` and ``index`` always move together."""
+
+    name: str
+    version: int
+    model: ArtifactRecord
+    index: ArtifactRecord
+    run_id: str | None
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One row of an alias's history: a promote or a rollback."""
+
+    id: int
+    alias: str
+    version: int
+    action: str
+    model_artifact_id: int
+    index_artifact_id: int
+    previous_model_artifact_id: int | None
+    previous_index_artifact_id: int | None
+    run_id: str | None
+    moved_by: str
+    moved_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestFileRecord:
+    """One landed file loaded into one table, with where each of its rows went.
+
+    Build one without ``id`` and ``ingested_at`` and pass it to
+    :meth:`Ledger.record_ingested_file`; the ledger fills both in.
+    """
+
+    batch_id: str
+    file_name: str
+    table_name: str
+    sha256: str
+    bytes: int
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    id: int | None = None
+    ingested_at: datetime | None = None
+
+
+def alembic_config() -> Config:
+    """Alembic configuration for the ledger migrations, built in code (no alembic.ini).
+
+    Set ``sqlalchemy.url`` on it to run Alembic commands (``revision
+    --autogenerate``, ``history``...) against a ledger database directly.
+    """
+    config = Config()
+    # ConfigParser treats "%" as interpolation, and a checkout path may contain one.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes (it stores no offset) and PostgreSQL
+    # returns them in the session's time zone; records are always UTC-aware.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise LedgerError(f"{what} {value!r} is not one of: {', '.join(allowed)}")
+
+
+def _check_json(what: str, value: _T) -> _T:
+    # PostgreSQL's json type rejects NaN and Infinity that SQLite would store, so
+    # refuse them on both backends rather than let the two disagree.
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise LedgerError(f"{what} must be JSON-serialisable without NaN/Infinity: {exc}") from exc
+    return value
+
+
+def _check_counts(record: IngestFileRecord) -> None:
+    counts = {
+        "bytes": record.bytes,
+        "rows_read": record.rows_read,
+        "rows_accepted": record.rows_accepted,
+        "rows_quarantined": record.rows_quarantined,
+        **{f"quarantine_by_reason[{k!r}]": v for k, v in record.quarantine_by_reason.items()},
+    }
+    negative = {name: count for name, count in counts.items() if count < 0}
+    if negative:
+        raise LedgerError(f"{record.file_name}: counts must not be negative: {negative}")
+    # Invariant 4: every row read is accounted for as accepted or quarantined.
+    if record.rows_read != record.rows_accepted + record.rows_quarantined:
+        raise LedgerError(
+            f"{record.file_name}: rows_read={record.rows_read} but rows_accepted="
+            f"{record.rows_accepted} + rows_quarantined={record.rows_quarantined} "
+            f"= {record.rows_accepted + record.rows_quarantined}"
+        )
+
+
+def _run_record(row: Run) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id,
+        dag_id=row.dag_id,
+        started_at=_utc(row.started_at),
+        finished_at=_utc_or_none(row.finished_at),
+        outcome=row.outcome,
+        blocked_gate=row.blocked_gate,
+        message=row.message,
+        triggered_by=row.triggered_by,
+        lineage=dict(row.lineage),
+    )
+
+
+def _artifact_record(row: Artifact) -> ArtifactRecord:
+    return ArtifactRecord(
+        id=row.id,
+        kind=row.kind,
+        uri=row.uri,
+        sha256=row.sha256,
+        produced_by_run=row.produced_by_run,
+        created_at=_utc(row.created_at),
+        meta=dict(row.meta),
+    )
+
+
+def _gate_record(row: GateResult) -> GateRecord:
+    return GateRecord(
+        id=row.id,
+        run_id=row.run_id,
+        gate=row.gate,
+        subject=row.subject,
+        status=row.status,
+        checks=[dict(check) for check in row.checks],
+        metrics=dict(row.metrics),
+        report_uri=row.report_uri,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _approval_record(row: Approval) -> ApprovalRecord:
+    return ApprovalRecord(
+        id=row.id,
+        run_id=row.run_id,
+        model_sha256=row.model_sha256,
+        index_sha256=row.index_sha256,
+        decision=row.decision,
+        decided_by=row.decided_by,
+        decided_at=_utc(row.decided_at),
+        comment=row.comment,
+        via=row.via,
+        policy_sha256=row.policy_sha256,
+    )
+
+
+def _alias_move(row: AliasHistory) -> AliasMove:
+    return AliasMove(
+        id=row.id,
+        alias=row.alias,
+        version=row.version,
+        action=row.action,
+        model_artifact_id=row.model_artifact_id,
+        index_artifact_id=row.index_artifact_id,
+        previous_model_artifact_id=row.previous_model_artifact_id,
+        previous_index_artifact_id=row.previous_index_artifact_id,
+        run_id=row.run_id,
+        moved_by=row.moved_by,
+        moved_at=_utc(row.moved_at),
+        reason=row.reason,
+    )
+
+
+def _ingest_record(row: IngestFile) -> IngestFileRecord:
+    return IngestFileRecord(
+        id=row.id,
+        run_id=row.run_id,
+        batch_id=row.batch_id,
+        file_name=row.file_name,
+        table_name=row.table_name,
+        sha256=row.sha256,
+        bytes=row.bytes,
+        rows_read=row.rows_read,
+        rows_accepted=row.rows_accepted,
+        rows_quarantined=row.rows_quarantined,
+        quarantine_by_reason=dict(row.quarantine_by_reason),
+        extra_columns=list(row.extra_columns),
+        ingested_at=_utc(row.ingested_at),
+    )
+
+
+def _create_engine(url: str) -> sa.Engine:
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError as exc:
+        raise LedgerError(f"cannot parse the ledger URL: {exc}") from exc
+    if backend not in ("sqlite", "postgresql"):
+        raise LedgerError(f"ledger database {backend!r} is not supported: use sqlite or postgresql")
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (see _on_begin); the driver's own
+        # transaction handling skips SELECTs, so reads would not be repeatable.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # Airflow task processes and the CLI share the file: wait for a
+            # lock instead of failing at once with "database is locked".
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            # Readers (the UI, the CLI) keep working while a task writes.
+            cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # A writer takes the write lock up front: a deferred transaction that
+        # upgrades from reading to writing gets SQLITE_BUSY immediately, without
+        # the busy timeout, when another process wrote in between.
+        writing = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def _set_sqlite_foreign_keys(connection: sa.Connection, enabled: bool) -> None:
+    # The pragma is ignored inside a transaction, and any statement sent through
+    # SQLAlchemy would begin one first; so it goes straight to the driver.
+    driver = cast(Any, connection.connection.driver_connection)
+    if driver is not None:  # None once the connection was invalidated by an error
+        driver.execute(f"PRAGMA foreign_keys = {'ON' if enabled else 'OFF'}")
+
+
+class Ledger:
+    """The governance ledger on one database (a SQLAlchemy URL: sqlite or postgresql)."""
+
+    def __init__(self, url: str) -> None:
+        """Connect lazily to ``url``; call :meth:`migrate` before the first use."""
+        self._engine = _create_engine(url)
+        self._dialect = self._engine.dialect.name
+        self._read_sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self._engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    def __repr__(self) -> str:
+        return f"Ledger({self._engine.url!r})"
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The underlying engine, for tests and diagnostics; write through the methods."""
+        return self._engine
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision; a no-op when it is already there.
+
+        Safe to call on every start, from several processes at once: on SQLite
+        the write lock, on PostgreSQL an advisory lock, makes later callers wait
+        and then find nothing to do.
+        """
+        # Alembic keeps its running context in module globals, so two threads of
+        # one process must not run it at the same time, even on different databases.
+        with _ALEMBIC_LOCK, self._engine.connect() as connection:
+            if self._dialect == "sqlite":
+                # Batch migrations copy a table and drop the original; with foreign
+                # keys enforced that drop would cascade or fail.
+                _set_sqlite_foreign_keys(connection, False)
+            try:
+                self._upgrade(connection.execution_options(**{_WRITE_OPTION: True}))
+            finally:
+                if self._dialect == "sqlite":
+                    _set_sqlite_foreign_keys(connection, True)
+
+    def _upgrade(self, connection: sa.Connection) -> None:
+        with connection.begin():
+            if self._dialect == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            if self._dialect == "sqlite":
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise LedgerError(f"migration left dangling foreign keys: {broken}")
+
+    def dispose(self) -> None:
+        """Close every pooled connection (call before a process exits or forks)."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._write_sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._read_sessions() as session:
+            yield session
+
+    def _insert(
+        self, entity: type[Base], values: Mapping[str, Any]
+    ) -> postgresql.Insert | sqlite.Insert:
+        # ON CONFLICT is the race-free way to make a write idempotent: two
+        # processes inserting the same key never produce two rows or an error.
+        if self._dialect == "postgresql":
+            return postgresql.insert(entity).values(dict(values))
+        return sqlite.insert(entity).values(dict(values))
+
+    def _require_run(self, session: Session, run_id: str, *, lock: bool = False) -> Run:
+        # Locking (FOR UPDATE on PostgreSQL; SQLite's write lock already covers
+        # it) is for read-modify-write of the run row or of rows keyed on it.
+        query = sa.select(Run).where(Run.run_id == run_id)
+        row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+        if row is None:
+            raise LedgerError(f"unknown run {run_id!r}: call start_run first")
+        return row
+
+    # runs
+
+    def start_run(
+        self,
+        run_id: str,
+        dag_id: str,
+        *,
+        triggered_by: str | None = None,
+        lineage: Mapping[str, object] | None = None,
+    ) -> RunRecord:
+        """Record that a run started; calling it again for the same run is safe.
+
+        A repeated call keeps ``started_at`` and the first ``triggered_by``,
+        merges ``lineage``, and sets the outcome back to RUNNING only while the
+        run has not finished. A ``run_id`` already used by another DAG is refused.
+        """
+        items = _check_json("lineage", dict(lineage or {}))
+        with self._writing() as session:
+            insert = self._insert(
+                Run,
+                {
+                    "run_id": run_id,
+                    "dag_id": dag_id,
+                    "started_at": _now(),
+                    "outcome": "RUNNING",
+                    "triggered_by": triggered_by,
+                    "lineage": items,
+                },
+            )
+            session.execute(insert.on_conflict_do_nothing(index_elements=["run_id"]))
+            run = self._require_run(session, run_id, lock=True)
+            if run.dag_id != dag_id:
+                raise LedgerError(
+                    f"run {run_id!r} belongs to DAG {run.dag_id!r}, not {dag_id!r}: "
+                    "run ids must be unique across DAGs"
+                )
+            if run.finished_at is None:
+                run.outcome = "RUNNING"
+            if run.triggered_by is None:
+                run.triggered_by = triggered_by
+            if items:
+                run.lineage = {**run.lineage, **items}
+            session.flush()
+            return _run_record(run)
+
+    def update_lineage(self, run_id: str, **items: object) -> None:
+        """Merge ``items`` into the run's lineage; a key given again is overwritten."""
+        merged = _check_json("lineage", dict(items))
+        with self._writing() as session:
+            run = self._require_run(session, run_id, lock=True)
+            run.lineage = {**run.lineage, **merged}
+
+    def finish_run(
+        self,
+        run_id: str,
+        outcome: str,
+        *,
+        blocked_gate: str | None = None,
+        message: str | None = None,
+    ) -> RunRecord:
+        """Record how a run ended; finishing it again with the same outcome changes nothing.
+
+        ``outcome`` is one of :data:`FINAL_OUTCOMES`; BLOCKED requires the gate
+        that blocked (invariant 1).
+        """
+        _check_choice("outcome", outcome, FINAL_OUTCOMES)
+        if outcome == "BLOCKED" and not blocked_gate:
+            raise LedgerError(f"run {run_id!r}: outcome BLOCKED needs the blocked_gate")
+        with self._writing() as session:
+            run = self._require_run(session, run_id, lock=True)
+            unchanged = run.finished_at is not None and (
+                run.outcome,
+                run.blocked_gate,
+                run.message,
+            ) == (outcome, blocked_gate, message)
+            if not unchanged:
+                run.outcome = outcome
+                run.blocked_gate = blocked_gate
+                run.message = message
+                run.finished_at = _now()
+                session.flush()
+            return _run_record(run)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None if it was never started."""
+        with self._reading() as session:
+            run = session.get(Run, run_id)
+            return None if run is None else _run_record(run)
+
+    def recent_runs(self, limit: int = 20, dag_id: str | None = None) -> list[RunRecord]:
+        """The latest ``limit`` runs (of one DAG, if given), newest first."""
+        if limit < 1:
+            raise LedgerError(f"limit must be at least 1, got {limit}")
+        query = sa.select(Run).order_by(Run.started_at.desc(), Run.run_id.desc()).limit(limit)
+        if dag_id is not None:
+            query = query.where(Run.dag_id == dag_id)
+        with self._reading() as session:
+            return [_run_record(run) for run in session.scalars(query)]
+
+    # artifacts
+
+    def record_artifact(
+        self,
+        kind: str,
+        uri: str,
+        sha256: str,
+        *,
+        produced_by_run: str | None = None,
+        meta: Mapping[str, object] | None = None,
+    ) -> ArtifactRecord:
+        """Register an artifact by content; the same (kind, sha256) returns the existing row."""
+        if not kind or not sha256:
+            raise LedgerError("an artifact needs a kind and a sha256")
+        details = _check_json("meta", dict(meta or {}))
+        with self._writing() as session:
+            if produced_by_run is not None:
+                self._require_run(session, produced_by_run)
+            insert = self._insert(
+                Artifact,
+                {
+                    "kind": kind,
+                    "uri": uri,
+                    "sha256": sha256,
+                    "produced_by_run": produced_by_run,
+                    "created_at": _now(),
+                    "meta": details,
+                },
+            )
+            session.execute(insert.on_conflict_do_nothing(index_elements=["kind", "sha256"]))
+            row = session.execute(
+                sa.select(Artifact).where(Artifact.kind == kind, Artifact.sha256 == sha256)
+            ).scalar_one()
+            return _artifact_record(row)
+
+    def get_artifact(self, artifact_id: int) -> ArtifactRecord | None:
+        """The artifact with this id, or None."""
+        with self._reading() as session:
+            row = session.get(Artifact, artifact_id)
+            return None if row is None else _artifact_record(row)
+
+    def find_artifact(self, kind: str, sha256: str) -> ArtifactRecord | None:
+        """The artifact of this kind with this content hash, or None."""
+        with self._reading() as session:
+            row = session.execute(
+                sa.select(Artifact).where(Artifact.kind == kind, Artifact.sha256 == sha256)
+            ).scalar_one_or_none()
+            return None if row is None else _artifact_record(row)
+
+    # gates
+
+    def record_gate(
+        self,
+        run_id: str,
+        gate: str,
+        status: str,
+        *,
+        subject: str = "",
+        checks: Sequence[Mapping[str, object]] | None = None,
+        metrics: Mapping[str, object] | None = None,
+        report_uri: str | None = None,
+    ) -> GateRecord:
+        """Record a gate's verdict; recording the same (run, gate, subject) again replaces it.
+
+        The replaced row keeps its id (and so its place in :meth:`gate_results`)
+        and takes the new status, checks, metrics, report and time.
+        """
+        _check_choice("gate status", status, GATE_STATUSES)
+        if not gate:
+            raise LedgerError("a gate result needs the gate's name")
+        check_list = _check_json("checks", [dict(check) for check in checks or ()])
+        metric_map = _check_json("metrics", dict(metrics or {}))
+        with self._writing() as session:
+            self._require_run(session, run_id)
+            insert = self._insert(
+                GateResult,
+                {
+                    "run_id": run_id,
+                    "gate": gate,
+                    "subject": subject,
+                    "status": status,
+                    "checks": check_list,
+                    "metrics": metric_map,
+                    "report_uri": report_uri,
+                    "created_at": _now(),
+                },
+            )
+            replaced = ("status", "checks", "metrics", "report_uri", "created_at")
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["run_id", "gate", "subject"],
+                    set_={column: insert.excluded[column] for column in replaced},
+                )
+            )
+            row = session.execute(
+                sa.select(GateResult).where(
+                    GateResult.run_id == run_id,
+                    GateResult.gate == gate,
+                    GateResult.subject == subject,
+                )
+            ).scalar_one()
+            return _gate_record(row)
+
+    def gate_results(self, run_id: str) -> list[GateRecord]:
+        """Every gate verdict of the run, in the order the gates were first recorded."""
+        query = sa.select(GateResult).where(GateResult.run_id == run_id).order_by(GateResult.id)
+        with self._reading() as session:
+            return [_gate_record(row) for row in session.scalars(query)]
+
+    # ingestion
+
+    def find_ingested_file(self, table_name: str, sha256: str) -> IngestFileRecord | None:
+        """The earlier load of this file content into this table, or None."""
+        with self._reading() as session:
+            row = session.execute(
+                sa.select(IngestFile).where(
+                    IngestFile.table_name == table_name, IngestFile.sha256 == sha256
+                )
+            ).scalar_one_or_none()
+            return None if row is None else _ingest_record(row)
+
+    def record_ingested_file(self, record: IngestFileRecord) -> IngestFileRecord:
+        """Record a loaded file; the same content in the same table is recorded once.
+
+        Returns the stored row: the earlier one when this content was already
+        recorded (compare ``batch_id`` or ``id`` to tell). Refuses counts that
+        lose rows (invariant 4: rows_read = rows_accepted + rows_quarantined).
+        """
+        _check_counts(record)
+        reasons = _check_json("quarantine_by_reason", dict(record.quarantine_by_reason))
+        extra = _check_json("extra_columns", list(record.extra_columns))
+        if record.ingested_at is not None and record.ingested_at.tzinfo is None:
+            raise LedgerError(f"{record.file_name}: ingested_at must be timezone-aware")
+        ingested_at = _now() if record.ingested_at is None else _utc(record.ingested_at)
+        with self._writing() as session:
+            if record.run_id is not None:
+                self._require_run(session, record.run_id)
+            insert = self._insert(
+                IngestFile,
+                {
+                    "run_id": record.run_id,
+                    "batch_id": record.batch_id,
+                    "file_name": record.file_name,
+                    "table_name": record.table_name,
+                    "sha256": record.sha256,
+                    "bytes": record.bytes,
+                    "rows_read": record.rows_read,
+                    "rows_accepted": record.rows_accepted,
+                    "rows_quarantined": record.rows_quarantined,
+                    "quarantine_by_reason": reasons,
+                    "extra_columns": extra,
+                    "ingested_at": ingested_at,
+                },
+            )
+            session.execute(insert.on_conflict_do_nothing(index_elements=["table_name", "sha256"]))
+            row = session.execute(
+                sa.select(IngestFile).where(
+                    IngestFile.table_name == record.table_name,
+                    IngestFile.sha256 == record.sha256,
+                )
+            ).scalar_one()
+            return _ingest_record(row)
+
+    def ingested_files(
+        self, *, run_id: str | None = None, batch_id: str | None = None
+    ) -> list[IngestFileRecord]:
+        """Recorded files, optionally of one run and/or one batch, oldest first."""
+        query = sa.select(IngestFile).order_by(IngestFile.id)
+        if run_id is not None:
+            query = query.where(IngestFile.run_id == run_id)
+        if batch_id is not None:
+            query = query.where(IngestFile.batch_id == batch_id)
+        with self._reading() as session:
+            return [_ingest_record(row) for row in session.scalars(query)]
+
+    # approvals
+
+    def record_approval(
+        self,
+        run_id: str,
+        decision: str,
+        decided_by: str,
+        *,
+        model_sha256: str,
+        index_sha256: str,
+        via: str,
+        comment: str = "",
+        policy_sha256: str | None = None,
+    ) -> ApprovalRecord:
+        """Record a decision on promoting this exact model + index pair.
+
+        Approvals are an append-only log so a changed mind stays visible; a
+        retry that repeats the approver's latest decision on the same pair
+        (same decision, same channel) returns that row instead of adding one.
+        """
+        _check_choice("decision", decision, DECISIONS)
+        _check_choice("approval channel", via, APPROVAL_CHANNELS)
+        if not decided_by:
+            raise LedgerError("an approval needs decided_by")
+        if not model_sha256 or not index_sha256:
+            raise LedgerError("an approval needs both model_sha256 and index_sha256")
+        with self._writing() as session:
+            # Locking the run serialises approvals of that run, so two retries
+            # racing each other cannot both decide that no row exists yet.
+            self._require_run(session, run_id, lock=True)
+            latest = session.execute(
+                sa.select(Approval)
+                .where(
+                    Approval.run_id == run_id,
+                    Approval.model_sha256 == model_sha256,
+                    Approval.index_sha256 == index_sha256,
+                    Approval.decided_by == decided_by,
+                )
+                .order_by(Approval.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if latest is not None and (latest.decision, latest.via) == (decision, via):
+                return _approval_record(latest)
+            row = Approval(
+                run_id=run_id,
+                model_sha256=model_sha256,
+                index_sha256=index_sha256,
+                decision=decision,
+                decided_by=decided_by,
+                decided_at=_now(),
+                comment=comment,
+                via=via,
+                policy_sha256=policy_sha256,
+            )
+            session.add(row)
+            session.flush()
+            return _approval_record(row)
+
+    def approvals(self, run_id: str) -> list[ApprovalRecord]:
+        """Every decision recorded for the run, oldest first."""
+        query = sa.select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
+        with self._reading() as session:
+            return [_approval_record(row) for row in session.scalars(query)]
+
+    # aliases
+
+    def get_alias(self, name: str = "champion") -> AliasRecord | None:
+        """Where the alias points now, or None if it was never moved."""
+        with self._reading() as session:
+            alias = session.get(Alias, name)
+            return None if alias is None else self._alias_record(session, alias)
+
+    def move_alias(
+        self,
+        name: str,
+        model_artifact_id: int,
+        index_artifact_id: int,
+        *,
+        moved_by: str,
+        reason: str,
+        action: str = "promote",
+        run_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> AliasRecord:
+        """Point the alias at a model and its index, together, in one transaction.
+
+        The alias row and its history row are written together or not at all
+        (invariant 3). ``expected_version`` is the version the caller decided
+        from (0 for an alias that does not exist yet); if the alias has moved
+        since, this raises :class:`LedgerError` and changes nothing. Moving to
+        the pair the alias already points at is a no-op that returns the
+        current alias, so a retried promotion never adds a version.
+        """
+        _check_choice("alias action", action, ALIAS_ACTIONS)
+        if not moved_by or not reason:
+            raise LedgerError("an alias move needs moved_by and a reason")
+        try:
+            with self._writing() as session:
+                self._require_artifact(session, model_artifact_id, "model")
+                self._require_artifact(session, index_artifact_id, "index")
+                if run_id is not None:
+                    self._require_run(session, run_id)
+                alias = session.execute(
+                    sa.select(Alias).where(Alias.name == name).with_for_update()
+                ).scalar_one_or_none()
+                already_there = (
+                    alias is not None
+                    and alias.model_artifact_id == model_artifact_id
+                    and alias.index_artifact_id == index_artifact_id
+                )
+                if alias is not None and already_there:
+                    return self._alias_record(session, alias)
+                current_version = 0 if alias is None else alias.version
+                if expected_version is not None and expected_version != current_version:
+                    raise LedgerError(
+                        f"alias {name!r} is at version {current_version}, not "
+                        f"{expected_version}: it moved since you read it"
+                    )
+                previous_model = None if alias is None else alias.model_artifact_id
+                previous_index = None if alias is None else alias.index_artifact_id
+                now = _now()
+                if alias is None:
+                    alias = Alias(name=name)
+                    session.add(alias)
+                alias.model_artifact_id = model_artifact_id
+                alias.index_artifact_id = index_artifact_id
+                alias.run_id = run_id
+                alias.updated_at = now
+                alias.updated_by = moved_by
+                # Flushed first so the version bump (or the insert) happens
+                # before the history row that records it.
+                session.flush()
+                session.add(
+                    AliasHistory(
+                        alias=name,
+                        version=alias.version,
+                        action=action,
+                        model_artifact_id=model_artifact_id,
+                        index_artifact_id=index_artifact_id,
+                        previous_model_artifact_id=previous_model,
+                        previous_index_artifact_id=previous_index,
+                        run_id=run_id,
+                        moved_by=moved_by,
+                        moved_at=now,
+                        reason=reason,
+                    )
+                )
+                session.flush()
+                return self._alias_record(session, alias)
+        except (IntegrityError, StaleDataError) as exc:
+            # Another process moved or created the alias between our read and
+            # our write; the transaction rolled back, so nothing of this move was kept.
+            raise LedgerError(
+                f"alias {name!r} was not moved (it changed concurrently): {exc}"
+            ) from exc
+
+    def alias_history(self, name: str = "champion") -> list[AliasMove]:
+        """Every move of the alias, oldest first."""
+        query = (
+            sa.select(AliasHistory)
+            .where(AliasHistory.alias == name)
+            .order_by(AliasHistory.version, AliasHistory.id)
+        )
+        with self._reading() as session:
+            return [_alias_move(row) for row in session.scalars(query)]
+
+    def _require_artifact(self, session: Session, artifact_id: int, kind: str) -> Artifact:
+        row = session.get(Artifact, artifact_id)
+        if row is None:
+            raise LedgerError(f"artifact {artifact_id} does not exist")
+        if row.kind != kind:
+            raise LedgerError(f"artifact {artifact_id} is a {row.kind!r}, not a {kind!r}")
+        return row
+
+    def _alias_record(self, session: Session, alias: Alias) -> AliasRecord:
+        model = session.get(Artifact, alias.model_artifact_id)
+        index = session.get(Artifact, alias.index_artifact_id)
+        if model is None or index is None:
+            raise LedgerError(f"alias {alias.name!r} points at a missing artifact")
+        return AliasRecord(
+            name=alias.name,
+            version=alias.version,
+            model=_artifact_record(model),
+            index=_artifact_record(index),
+            run_id=alias.run_id,
+            updated_at=_utc(alias.updated_at),
+            updated_by=alias.updated_by,
+        )
