@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shelfguard.config import Settings, load_settings
+# Before anything imports Airflow: a private Airflow home, no examples, no outside calls.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="shelfguard-test-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from shelfguard.config import Settings, load_settings  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "SHELFGUARD_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

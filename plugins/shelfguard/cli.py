@@ -24,7 +24,7 @@ EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "BLOCKED": 3, "REJECTED": 4}
 OUTCOME_STYLE = {"OK": "green", "PROMOTED": "green", "BLOCKED": "red", "REJECTED": "yellow"}
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 class UsageError(Exception):
@@ -58,6 +58,7 @@ def _progress(enabled: bool) -> Iterator[Any]:
 def _ledger(settings: Settings) -> Any:
     from shelfguard.ledger import Ledger
 
+    settings.ensure_dirs()
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     return ledger
@@ -193,6 +194,10 @@ def run_pipeline(
             summary["gates"] = [
                 {"name": g.gate, "status": g.status} for g in ledger.gate_results(result.run.run_id)
             ]
+            from shelfguard.reports import report_path
+
+            report = report_path(settings, result.run.run_id)
+            summary["report"] = str(report) if report.exists() else None
     finally:
         ledger.dispose()
     return result.outcome, summary
@@ -213,6 +218,8 @@ def print_run(summary: dict[str, Any]) -> None:
         out.print(f"  gate {gate['name']:<20} {mark}")
     if summary.get("message"):
         out.print(f"  {summary['message']}")
+    if summary.get("report"):
+        out.print(f"  report: {summary['report']}")
     out.print(f"  log: {summary['log']}" if summary.get("log") else "")
 
 
@@ -266,12 +273,42 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if not payload["runs"]:
         out.print(f"no runs recorded in {payload['home']}")
         return 0
-    table = Table("run_id", "dag_id", "outcome", "gates", "finished", title="recent runs")
+    table = Table(title="recent runs")
+    for column in ("run_id", "dag_id", "outcome", "gates", "finished (UTC)"):
+        table.add_column(column, overflow="fold")
     for run in payload["runs"]:
         gates = " ".join(f"{g['name']}:{g['status']}" for g in run["gates"]) or "-"
         outcome = run["outcome"] + (f" ({run['blocked_gate']})" if run["blocked_gate"] else "")
-        table.add_row(run["run_id"], run["dag_id"], outcome, gates, run["finished_at"] or "-")
+        finished = (run["finished_at"] or "-")[:19].replace("T", " ")
+        table.add_row(run["run_id"], run["dag_id"], outcome, gates, finished)
     out.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.reports import ReportError, build_report, write_report
+
+    ledger = _ledger(settings)
+    try:
+        run_id = args.run_id
+        if run_id == "latest":
+            runs = ledger.recent_runs(limit=1)
+            if not runs:
+                raise UsageError(f"no runs recorded in {settings.home}")
+            run_id = runs[0].run_id
+        try:
+            path = write_report(settings, ledger, run_id, Path(args.out) if args.out else None)
+            report = build_report(ledger, run_id)
+        except ReportError as exc:
+            raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps(report))
+    else:
+        out.print(f"{report['run']['verdict']}")
+        out.print(f"report: {path}")
+        out.print(f"        {path.with_suffix('.json')}")
     return 0
 
 
@@ -334,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
     st.add_argument("--json", action="store_true", help="print as JSON")
     st.set_defaults(func=cmd_status)
+
+    rep = sub.add_parser("report", help="write the governance report (HTML + JSON) of a run")
+    rep.add_argument("run_id", help="a run id from `shelfguard status`, or `latest`")
+    rep.add_argument(
+        "--out", default=None, help="folder to write to (default: $SHELFGUARD_HOME/reports/RUN)"
+    )
+    rep.add_argument("--json", action="store_true", help="print the report JSON")
+    rep.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="generate demo data and run the pipeline end to end")
     demo.add_argument("--products", type=int, default=2000)

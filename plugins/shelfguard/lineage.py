@@ -46,3 +46,8 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}{'.dirty' if dirty else ''}"
+
+
+def ledger_run_id(dag_id: str, airflow_run_id: str) -> str:
+    """The ledger's key for a DAG run: Airflow run ids are unique only within one DAG."""
+    return f"{dag_id}/{airflow_run_id}"

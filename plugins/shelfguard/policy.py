@@ -63,7 +63,9 @@ class EvaluationPolicy(_Strict):
     require_improvement: bool = False
     slice_min_queries: int = Field(8, ge=1)
     max_slice_drop: Share = 0.05
-    first_run_must_beat: list[Literal["base", "bm25"]] = Field(default_factory=lambda: ["base", "bm25"])
+    first_run_must_beat: list[Literal["base", "bm25"]] = Field(
+        default_factory=lambda: ["base", "bm25"]
+    )
 
 
 class IndexPolicy(_Strict):

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger
-from shelfguard.lineage import code_version
+from shelfguard.lineage import code_version, ledger_run_id
 
 FAILED_STATES = {"failed", "upstream_failed"}
 
@@ -29,7 +29,8 @@ def _ledger(settings: Settings) -> Ledger:
 
 
 def _run_ids(context: Mapping[str, Any]) -> tuple[str, str]:
-    return str(context["run_id"]), str(context["dag"].dag_id)
+    dag_id = str(context["dag"].dag_id)
+    return ledger_run_id(dag_id, str(context["run_id"])), dag_id
 
 
 def _conf(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,9 +123,19 @@ def finalize(context: Mapping[str, Any]) -> str:
     settings = load_settings()
     run_id, dag_id = _run_ids(context)
     ledger = _ledger(settings)
+    try:
+        return _decide(ledger, context, run_id, dag_id)
+    finally:
+        from shelfguard.reports import write_report
+
+        write_report(settings, ledger, run_id)
+
+
+def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str) -> str:
     failed_gates = [g for g in ledger.gate_results(run_id) if g.status == "fail"]
     ti = context["ti"]
-    states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    airflow_run_id = str(context["run_id"])
+    states = ti.get_task_states(dag_id=dag_id, run_ids=[airflow_run_id]).get(airflow_run_id, {})
     failed_tasks = sorted(t for t, s in states.items() if s in FAILED_STATES and t != ti.task_id)
     if failed_gates:
         gate = failed_gates[0]

@@ -24,12 +24,10 @@ HEAVY_MODULES = (
 
 
 @pytest.fixture(scope="module")
-def dagbag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow")))
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+def dagbag():  # type: ignore[no-untyped-def]
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags"), include_examples=False, safe_mode=False)
+    return DagBag(dag_folder=str(ROOT / "dags"), safe_mode=False)
 
 
 def test_dag_files_exist() -> None:
@@ -43,7 +41,7 @@ def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
 def test_conventions(dagbag, dag_file: Path) -> None:  # type: ignore[no-untyped-def]
-    dag = dagbag.get_dag(dag_file.stem)
+    dag = dagbag.dags.get(dag_file.stem)
     assert dag is not None, f"{dag_file.name} must define a DAG with dag_id {dag_file.stem!r}"
     assert dag.schedule is not None or dag.timetable is not None
     assert dag.start_date is not None and dag.start_date.tzinfo is not None, (
