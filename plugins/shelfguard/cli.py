@@ -102,21 +102,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def print_manifest(manifest: dict[str, Any]) -> None:
-    """The batch manifest as a table a person can read."""
-    table = Table(
-        "file",
-        "sha256",
-        "read",
-        "accepted",
-        "quarantined",
-        "by reason",
-        title=f"batch {manifest['batch_id']}",
-    )
+    """The batch manifest as a table a person can read, then what it means."""
+    table = Table(title=f"batch {manifest['batch_id']}")
+    for column in ("file", "sha256", "read", "accepted", "quarantined", "by reason"):
+        table.add_column(column, overflow="fold")
     for f in manifest["files"]:
         reasons = ", ".join(f"{k}={v}" for k, v in f["quarantine_by_reason"].items()) or "-"
-        note = " (already ingested)" if f.get("already_ingested") else ""
         table.add_row(
-            f["file_name"] + note,
+            f["file_name"],
             f["sha256"][:12],
             f"{f['rows_read']:,}",
             f"{f['rows_accepted']:,}",
@@ -124,6 +117,17 @@ def print_manifest(manifest: dict[str, Any]) -> None:
             reasons,
         )
     out.print(table)
+    old = [f["file_name"] for f in manifest["files"] if f.get("already_ingested")]
+    if old and len(old) == len(manifest["files"]):
+        out.print("every file was already ingested: nothing was added")
+    elif old:
+        out.print(f"already ingested, nothing added for: {', '.join(old)}")
+    quarantined = sum(f["rows_quarantined"] for f in manifest["files"])
+    if quarantined:
+        out.print(
+            f"{quarantined:,} row(s) quarantined with their reason and original bytes "
+            "(tables quarantine.*); the raw-data gate decides whether that is acceptable"
+        )
     drift = [
         f"{f['file_name']}: {', '.join(f['extra_columns'])}"
         for f in manifest["files"]

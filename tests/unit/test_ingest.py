@@ -247,3 +247,72 @@ def test_manifest_goes_to_a_postgres_ledger(
         assert recorded.quarantine_by_reason == {"unparseable_value": 1}
     finally:
         led.dispose()
+
+
+ROW_DEFECTS = [
+    "duplicate_ids",
+    "empty_names",
+    "bad_numbers",
+    "out_of_range",
+    "schema_extra",
+    "bad_utf8",
+    "ragged_rows",
+    "orphan_judgements",
+    "golden_leak",
+    "category_shift",
+]
+
+
+def test_generated_data_with_every_row_level_defect(tmp_path: Path, sg_home: Settings) -> None:
+    """Through the CLI, as a data engineer would: exit 0, counts add up, bytes kept, lines right."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from shelfguard.generator import generate
+
+    data = generate(tmp_path / "data", products=1500, seed=3, defects=ROW_DEFECTS)
+    cli = [
+        str(Path(sys.executable).with_name("shelfguard")),
+        "ingest",
+        "--source",
+        str(data.out_dir),
+    ]
+    env = {**os.environ, "SHELFGUARD_HOME": str(sg_home.home)}
+    first = subprocess.run([*cli, "--json"], capture_output=True, text=True, env=env, check=False)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads(first.stdout)
+    by_file = {f["file_name"]: f for f in manifest["files"]}
+    assert set(by_file) == {p.name for p in data.files.values()}
+    for entry in by_file.values():
+        assert entry["rows_read"] == entry["rows_accepted"] + entry["rows_quarantined"]
+        assert sum(entry["quarantine_by_reason"].values()) == entry["rows_quarantined"]
+    products = by_file["product.csv"]
+    assert products["rows_read"] == data.rows["product"]
+    assert {"invalid_utf8", "unparseable_value"} <= set(products["quarantine_by_reason"])
+    assert products["quarantine_by_reason"].keys() & {"too_few_fields", "too_many_fields"}
+    assert products["extra_columns"] == ["internal_notes"]
+
+    raw_lines = data.files["product"].read_bytes().split(b"\n")
+    quarantined = rows(
+        sg_home, "select line_number, reason, original_line from quarantine.products"
+    )
+    assert len(quarantined) == products["rows_quarantined"]
+    for line_number, reason, original in quarantined:
+        assert reason
+        assert bytes(original) == raw_lines[line_number - 1]
+    for product_id, line_number in rows(
+        sg_home, "select product_id, _line_number from raw.products"
+    ):
+        assert raw_lines[line_number - 1].split(b"\t", 1)[0] == str(product_id).encode()
+
+    human = subprocess.run(cli, capture_output=True, text=True, env=env, check=False)
+    assert human.returncode == 0
+    assert "every file was already ingested: nothing was added" in human.stdout
+    assert f"{products['rows_quarantined']:,}" in human.stdout
+    totals = rows(
+        sg_home,
+        "select (select count(*) from raw.products), (select count(*) from quarantine.products)",
+    )
+    assert totals == [(products["rows_accepted"], products["rows_quarantined"])]
