@@ -1,0 +1,75 @@
+with
+
+source as (
+
+    select * from {{ source('catalog', 'products') }}
+
+),
+
+latest_file as (
+
+    -- A product file is a full snapshot: only the most recently ingested one counts.
+    select _file_sha256
+    from source
+    order by _ingested_at desc, _file_sha256 desc
+    limit 1
+
+),
+
+snapshot as (
+
+    select source.*
+    from source
+    inner join latest_file
+        on source._file_sha256 = latest_file._file_sha256
+    where source.product_id is not null
+
+),
+
+versions as (
+
+    -- A product id repeated in the file is a later version of the product: keep the last.
+    select
+        *,
+        row_number() over (
+            partition by product_id
+            order by _ingested_at desc, _line_number desc
+        ) as version_rank
+    from snapshot
+
+),
+
+cleaned as (
+
+    select
+        product_id,
+        {{ clean_product_columns() }},
+        _file_sha256 as file_sha256,
+        _line_number as line_number,
+        _ingested_at as ingested_at
+    from versions
+    where version_rank = 1
+
+),
+
+final as (
+
+    select
+        product_id,
+        product_name,
+        product_class,
+        category_hierarchy,
+        product_description,
+        product_features,
+        {{ parsed_feature_columns('product_features') }},
+        rating_count,
+        average_rating,
+        review_count,
+        file_sha256,
+        line_number,
+        ingested_at
+    from cleaned
+
+)
+
+select * from final

@@ -1,0 +1,63 @@
+"""Helpers of the dbt tests: settings for an isolated home, ingest, queries, copies.
+
+A module of its own (not conftest.py) so test modules can import it by a unique name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from shelfguard.config import Settings, load_settings
+from shelfguard.dbt import DbtBuildResult
+from shelfguard.generator import GenerateResult
+from shelfguard.ingest import ingest
+from shelfguard.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class BuiltWarehouse:
+    """A DuckDB warehouse with the clean data ingested and the dbt project built on it."""
+
+    settings: Settings
+    data: GenerateResult
+    result: DbtBuildResult
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a read-only query against the warehouse."""
+        return query(self.settings, sql)
+
+
+def make_settings(home: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for an isolated home, independent of the process environment."""
+    settings = load_settings({"SHELFGUARD_HOME": str(home), **(env or {})})
+    settings.ensure_dirs()
+    return settings
+
+
+def ingest_folder(source: Path, settings: Settings) -> None:
+    """Load a folder of WANDS-layout files into the home's warehouse, as the DAG does."""
+    ledger = Ledger(settings.ledger_url)
+    try:
+        ledger.migrate()
+        ingest(source, settings.duckdb_path, ledger)
+    finally:
+        ledger.dispose()
+
+
+def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    """Run a read-only query against a DuckDB warehouse."""
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def copy_warehouse(built: BuiltWarehouse, home: Path) -> Settings:
+    """A new home whose warehouse starts as a copy of the built one."""
+    settings = make_settings(home)
+    shutil.copyfile(built.settings.duckdb_path, settings.duckdb_path)
+    return settings
