@@ -14,14 +14,19 @@ production is a matter of settings, never of code.
 | ``SHELFGUARD_TRAINING_BACKEND`` | ``local`` | ``local`` subprocess or ``kubernetes`` pod |
 | ``SHELFGUARD_APPROVAL`` | ``auto`` | ``auto`` (embedded dev only) or ``required`` |
 | ``SHELFGUARD_LANDING_DIR`` | ``$HOME/landing`` | where ``catalog_refresh`` looks for files |
+
+Kubernetes (``SHELFGUARD_TRAINING_BACKEND=kubernetes``) reads ``SHELFGUARD_K8S_*``:
+see :class:`KubernetesSettings`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TRAINING_BACKENDS = ("local", "kubernetes")
 APPROVAL_POLICIES = ("auto", "required")
@@ -40,6 +45,31 @@ def project_root() -> Path:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """Where and how the training and bulk-embedding pods run (production backend)."""
+
+    namespace: str = "shelfguard"
+    image: str = "shelfguard-train:0.1.0"
+    service_account: str = "shelfguard-train"
+    gpu_count: int = 1
+    cpu: str = "4"
+    memory: str = "16Gi"
+    node_selector: dict[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )
+    tolerations: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    )
+    #: Kubernetes Secret whose keys become the pod's environment (object-store credentials).
+    env_secret: str = "shelfguard-artifacts"
+    startup_timeout_seconds: int = 600
+    execution_timeout_minutes: int = 180
+    kubernetes_conn_id: str = "kubernetes_default"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Where shelfguard keeps its state and which backends it uses."""
 
@@ -50,6 +80,7 @@ class Settings:
     training_backend: str
     approval_policy: str
     landing_dir: Path
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     @property
     def airflow_home(self) -> Path:
@@ -89,6 +120,55 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _json_setting(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, kind):
+        raise SettingsError(f"{name} must be a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def load_kubernetes_settings(env: Mapping[str, str]) -> KubernetesSettings:
+    """``SHELFGUARD_K8S_*`` variables over the defaults of :class:`KubernetesSettings`."""
+    base = KubernetesSettings()
+    return KubernetesSettings(
+        namespace=env.get("SHELFGUARD_K8S_NAMESPACE") or base.namespace,
+        image=env.get("SHELFGUARD_TRAINING_IMAGE") or base.image,
+        service_account=env.get("SHELFGUARD_K8S_SERVICE_ACCOUNT") or base.service_account,
+        gpu_count=_int_setting(env, "SHELFGUARD_K8S_GPUS", base.gpu_count),
+        cpu=env.get("SHELFGUARD_K8S_CPU") or base.cpu,
+        memory=env.get("SHELFGUARD_K8S_MEMORY") or base.memory,
+        node_selector=_json_setting(env, "SHELFGUARD_K8S_NODE_SELECTOR", dict, base.node_selector),
+        tolerations=_json_setting(env, "SHELFGUARD_K8S_TOLERATIONS", list, base.tolerations),
+        env_secret=env.get("SHELFGUARD_K8S_ENV_SECRET") or base.env_secret,
+        startup_timeout_seconds=_int_setting(
+            env, "SHELFGUARD_K8S_STARTUP_TIMEOUT_SECONDS", base.startup_timeout_seconds
+        ),
+        execution_timeout_minutes=_int_setting(
+            env, "SHELFGUARD_K8S_EXECUTION_TIMEOUT_MINUTES", base.execution_timeout_minutes
+        ),
+        kubernetes_conn_id=env.get("SHELFGUARD_K8S_CONN_ID") or base.kubernetes_conn_id,
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -106,4 +186,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         training_backend=_choice(env, "SHELFGUARD_TRAINING_BACKEND", "local", TRAINING_BACKENDS),
         approval_policy=_choice(env, "SHELFGUARD_APPROVAL", "auto", APPROVAL_POLICIES),
         landing_dir=Path(env.get("SHELFGUARD_LANDING_DIR") or home / "landing").resolve(),
+        kubernetes=load_kubernetes_settings(env),
     )
