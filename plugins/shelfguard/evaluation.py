@@ -1,0 +1,138 @@
+"""The evaluation gate: a model's blessing, decided from golden-set metrics and the policy.
+
+Rules (all thresholds from ``governance.yml`` → ``evaluation``):
+
+- **floors** — the challenger's overall metrics must reach the absolute floors;
+- **champion** — when a champion exists, the challenger may not drop more than
+  ``max_drop_vs_champion`` nDCG@10 below it (and must beat it when
+  ``require_improvement``);
+- **first run** — with no champion, the challenger must beat every baseline in
+  ``first_run_must_beat`` (the base model, BM25): never a rubber stamp;
+- **slices** — no product-class slice with at least ``slice_min_queries`` golden
+  queries may drop more than ``max_slice_drop`` against the reference (the
+  champion, else the base model).
+
+The blessing is a ``gate_results`` row with subject ``model:<sha256>``: it is
+bound to the exact bytes of the model, not to a task or a name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shelfguard.policy import EvaluationPolicy
+
+PRIMARY = "ndcg@10"
+GATE = "evaluation"
+
+Metrics = Mapping[str, Any]
+
+
+def _check(name: str, ok: bool, observed: float, expected: str, comment: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "status": "pass" if ok else "fail",
+        "severity": "error",
+        "observed": round(observed, 4),
+        "expected": expected,
+        "comment": comment,
+    }
+
+
+def _overall(models: Metrics, name: str) -> dict[str, float]:
+    return dict(models.get(name, {}).get("overall", {}))
+
+
+def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
+    """Every check of the gate for one challenger, given the evaluation JSON's ``models``.
+
+    ``models`` maps ``challenger``, ``base``, ``bm25`` and optionally ``champion``
+    to ``{"overall": {metric: value}, "slices": {class: {"n_queries": n, metric: value}}}``.
+    """
+    if "challenger" not in models:
+        raise ValueError("evaluation results have no 'challenger' entry")
+    challenger = _overall(models, "challenger")
+    checks = []
+    for metric, floor in sorted(policy.floors.items()):
+        value = challenger.get(metric)
+        if value is None:
+            raise ValueError(
+                f"the policy sets a floor on {metric!r} but the evaluation has no such metric"
+            )
+        checks.append(
+            _check(
+                f"floor:{metric}",
+                value >= floor,
+                value,
+                f">= {floor}",
+                f"absolute quality floor on {metric}",
+            )
+        )
+    score = challenger[PRIMARY]
+    has_champion = "champion" in models
+    if has_champion:
+        champion = _overall(models, "champion")[PRIMARY]
+        limit = champion if policy.require_improvement else champion - policy.max_drop_vs_champion
+        ok = score > champion if policy.require_improvement else score >= limit
+        relation = f"> {champion:.4f}" if policy.require_improvement else f">= {limit:.4f}"
+        checks.append(
+            _check(
+                f"vs_champion:{PRIMARY}",
+                ok,
+                score,
+                relation,
+                f"regression against the model in production (champion {PRIMARY} {champion:.4f})",
+            )
+        )
+    else:
+        for baseline in policy.first_run_must_beat:
+            if baseline not in models:
+                raise ValueError(
+                    f"the policy requires beating {baseline!r} but it was not evaluated"
+                )
+            reference = _overall(models, baseline)[PRIMARY]
+            checks.append(
+                _check(
+                    f"beats_{baseline}:{PRIMARY}",
+                    score > reference,
+                    score,
+                    f"> {reference:.4f}",
+                    f"first model: must beat {baseline} ({PRIMARY} {reference:.4f}), never a rubber stamp",
+                )
+            )
+    checks.extend(_slice_checks(models, policy, "champion" if has_champion else "base"))
+    return checks
+
+
+def _slice_checks(
+    models: Metrics, policy: EvaluationPolicy, reference: str
+) -> list[dict[str, Any]]:
+    mine = models["challenger"].get("slices", {})
+    theirs = models.get(reference, {}).get("slices", {})
+    checks = []
+    for name in sorted(mine):
+        slice_metrics = mine[name]
+        if slice_metrics.get("n_queries", 0) < policy.slice_min_queries or name not in theirs:
+            continue
+        value, before = slice_metrics[PRIMARY], theirs[name][PRIMARY]
+        checks.append(
+            _check(
+                f"slice:{name}",
+                value >= before - policy.max_slice_drop,
+                value,
+                f">= {before - policy.max_slice_drop:.4f} ({reference} {before:.4f})",
+                f"{slice_metrics['n_queries']} golden queries of class {name!r} must not regress",
+            )
+        )
+    return checks
+
+
+def gate_status(checks: list[dict[str, Any]]) -> str:
+    """``fail`` when any check failed, else ``pass``."""
+    return "fail" if any(c["status"] == "fail" for c in checks) else "pass"
+
+
+def metrics_table(models: Metrics) -> dict[str, dict[str, float]]:
+    """Overall metrics per model, for ``shelfguard status`` and the report."""
+    return {name: _overall(models, name) for name in models}
