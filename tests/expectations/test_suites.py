@@ -1,0 +1,203 @@
+"""The suite files: they load, build real GX suites, follow the policy, and fail loudly when bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shelfguard.gates import RAW_SUITES, TRAINING_SUITES
+from shelfguard.policy import Policy, load_policy
+from shelfguard.quality import (
+    RowScope,
+    SuiteError,
+    build_suite,
+    default_suites_dir,
+    load_suite,
+)
+
+SUITE_FILES = sorted(path.stem for path in default_suites_dir().glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+def with_raw_limits(policy: Policy, **limits: float) -> Policy:
+    return policy.model_copy(update={"raw_data": policy.raw_data.model_copy(update=limits)})
+
+
+def test_every_suite_a_gate_runs_has_its_file() -> None:
+    assert set(RAW_SUITES) | set(TRAINING_SUITES) <= set(SUITE_FILES)
+
+
+@pytest.mark.parametrize("name", SUITE_FILES)
+def test_suite_builds_into_gx_with_ids_severities_and_comments(name: str, policy: Policy) -> None:
+    spec = load_suite(name, policy, RowScope(column="_file_sha256", partitions={}))
+    suite = build_suite(spec)
+
+    assert suite.name == name
+    assert [e.meta["shelfguard_id"] for e in suite.expectations] == [
+        e.id for e in spec.expectations
+    ]
+    for entry, expectation in zip(spec.expectations, suite.expectations, strict=True):
+        assert entry.severity in ("error", "warn")
+        assert len(entry.comment) > 20, f"{name}.{entry.id} needs a comment naming the failure"
+        assert expectation.notes == entry.comment
+        assert "{{" not in str(entry.kwargs), f"{name}.{entry.id} left a template unrendered"
+
+
+def test_thresholds_are_read_from_the_policy(policy: Policy) -> None:
+    strict = with_raw_limits(policy, max_duplicate_id_share=0.0, max_orphan_judgement_share=0.2)
+
+    default_spec = {e.id: e for e in load_suite("raw_products", policy).expectations}
+    strict_spec = {e.id: e for e in load_suite("raw_products", strict).expectations}
+    judgements = {e.id: e for e in load_suite("raw_judgements", strict).expectations}
+    pairs = {e.id: e for e in load_suite("training_pairs", policy).expectations}
+
+    assert default_spec["product_id_unique"].kwargs["mostly"] == pytest.approx(
+        1 - policy.raw_data.max_duplicate_id_share
+    )
+    assert strict_spec["product_id_unique"].kwargs["mostly"] == 1.0
+    assert "> 0.2 * count(*)" in judgements["product_id_known"].kwargs["unexpected_rows_query"]
+    split_sql = pairs["min_pairs_per_split"].kwargs["unexpected_rows_query"]
+    for split, minimum in policy.training_data.min_pairs_per_split.items():
+        assert f"select '{split}' as split, {minimum} as min_pairs" in split_sql
+    k_sql = pairs["k_anonymity"].kwargs["unexpected_rows_query"]
+    assert f"n_users >= {policy.privacy.k_anonymity}" in k_sql
+
+
+def test_policy_severity_overrides_what_the_file_says(policy: Policy) -> None:
+    relaxed = policy.model_copy(update={"severities": {"raw_products.product_id_unique": "warn"}})
+
+    spec = {e.id: e for e in load_suite("raw_products", relaxed).expectations}
+
+    assert spec["product_id_unique"].severity == "warn"
+    assert spec["product_name_present"].severity == "error"
+
+
+def test_rows_of_other_tables_are_scoped_to_the_batch(policy: Policy) -> None:
+    scope = RowScope(column="_file_sha256", partitions={"raw.products": "abc"})
+
+    spec = {e.id: e for e in load_suite("raw_judgements", policy, scope).expectations}
+
+    sql = spec["product_id_known"].kwargs["unexpected_rows_query"]
+    assert "(select * from raw.products where _file_sha256 = 'abc')" in sql
+    # The batch loaded no change feed: none of its rows count as known products.
+    assert "(select * from raw.catalog_changes where false)" in sql
+
+
+GOOD_ENTRY = """\
+  # products without an id: rows nobody can join
+  - id: product_id_present
+    type: expect_column_values_to_not_be_null
+    severity: error
+    kwargs: {column: product_id}
+"""
+
+
+def suite_file(folder: Path, second_entry: str, *, header: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "raw_products.yml"
+    path.write_text(
+        header
+        + "suite: raw_products\ntable: raw.products\nexpectations:\n"
+        + GOOD_ENTRY
+        + second_entry,
+        encoding="utf-8",
+    )
+    return path
+
+
+BAD_ENTRIES = {
+    "no comment": (
+        "  - id: name_present\n    type: expect_column_values_to_not_be_null\n"
+        "    severity: error\n    kwargs: {column: product_name}\n",
+        "needs a '# ...' comment",
+    ),
+    "bad severity": (
+        "  # names: empty\n  - id: name_present\n    type: expect_column_values_to_not_be_null\n"
+        "    severity: fatal\n    kwargs: {column: product_name}\n",
+        "'severity' must be one of error, warn",
+    ),
+    "unknown policy key": (
+        "  # names: empty\n  - id: name_present\n    type: expect_column_values_to_not_be_null\n"
+        "    severity: error\n    kwargs:\n      column: product_name\n"
+        '      mostly: "{{ 1 - policy.raw_data.max_empty_share }}"\n',
+        "max_empty_share",
+    ),
+    "duplicate id": (
+        "  # ids: again\n  - id: product_id_present\n    type: expect_column_values_to_not_be_null\n"
+        "    severity: error\n    kwargs: {column: product_id}\n",
+        "is used twice",
+    ),
+    "join in sql": (
+        "  # orphans: unknown\n  - id: product_known\n    type: unexpected_rows_expectation\n"
+        "    severity: error\n    kwargs:\n      unexpected_rows_query: >\n"
+        "        select * from (select * from {batch}) as p join raw.queries as q on true\n",
+        "without JOIN",
+    ),
+    "sql ignoring the batch": (
+        "  # orphans: unknown\n  - id: product_known\n    type: unexpected_rows_expectation\n"
+        "    severity: error\n    kwargs:\n      unexpected_rows_query: select * from raw.products\n",
+        "{batch}",
+    ),
+    "unknown key": (
+        "  # names: empty\n  - id: name_present\n    type: expect_column_values_to_not_be_null\n"
+        "    severity: error\n    mostly: 0.5\n    kwargs: {column: product_name}\n",
+        "unknown key(s) mostly",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENTRIES))
+def test_a_bad_entry_is_reported_with_the_file_and_the_entry(
+    case: str, tmp_path: Path, policy: Policy
+) -> None:
+    entry, fragment = BAD_ENTRIES[case]
+    path = suite_file(tmp_path, entry)
+
+    with pytest.raises(SuiteError) as caught:
+        load_suite("raw_products", policy, suites_dir=tmp_path)
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "expectation #2" in message
+    assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        (
+            "  # names: empty\n  - id: name_present\n    type: expect_column_values_to_be_nice\n"
+            "    severity: error\n    kwargs: {column: product_name}\n",
+            "unknown GX expectation type 'expect_column_values_to_be_nice'",
+        ),
+        (
+            "  # names: empty\n  - id: name_present\n    type: expect_column_values_to_not_be_null\n"
+            "    severity: error\n    kwargs: {column: product_name, mostly: 7}\n",
+            "invalid kwargs for expect_column_values_to_not_be_null",
+        ),
+    ],
+)
+def test_gx_rejections_name_the_file_and_the_entry(
+    entry: str, fragment: str, tmp_path: Path, policy: Policy
+) -> None:
+    path = suite_file(tmp_path, entry)
+    spec = load_suite("raw_products", policy, suites_dir=tmp_path)
+
+    with pytest.raises(SuiteError) as caught:
+        build_suite(spec)
+
+    assert f"{path}: expectation #2 (name_present)" in str(caught.value)
+    assert fragment in str(caught.value)
+
+
+def test_a_file_named_for_another_suite_is_refused(tmp_path: Path, policy: Policy) -> None:
+    path = suite_file(tmp_path, "", header="")
+    path.write_text(path.read_text().replace("suite: raw_products", "suite: products"))
+
+    with pytest.raises(SuiteError, match="'suite' must be 'raw_products'"):
+        load_suite("raw_products", policy, suites_dir=tmp_path)
