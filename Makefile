@@ -17,10 +17,17 @@ $(STAMP): constraints.txt pyproject.toml training/pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" -e ./training
 	touch $@
 
-demo: $(STAMP)
+# Cosmos renders the dbt task groups from this manifest; rebuilt when the dbt project changes.
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := dbt_project/dbt_project.yml dbt_project/profiles.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null)
+
+$(MANIFEST): $(STAMP) $(DBT_SOURCES)
+	$(BIN)/python -c "from shelfguard.config import load_settings; from shelfguard.dbt import parse_project; parse_project(load_settings())"
+
+demo: $(STAMP) $(MANIFEST)
 	$(BIN)/shelfguard demo
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) $(MANIFEST) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Refreshes constraints.txt from the current virtualenv (after changing a range in pyproject.toml).

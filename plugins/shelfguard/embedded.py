@@ -82,6 +82,23 @@ def ensure_airflow_db(settings: Settings) -> None:
     stamp.touch()
 
 
+def ensure_dbt_manifest(settings: Settings) -> Path:
+    """Parse the dbt project when its manifest is missing or older than any project file."""
+    from shelfguard.dbt import manifest_path, parse_project, project_dir
+
+    manifest = manifest_path()
+    sources = [
+        p
+        for folder in ("models", "macros", "tests")
+        for p in (project_dir() / folder).rglob("*")
+        if p.is_file()
+    ] + [project_dir() / "dbt_project.yml", project_dir() / "profiles.yml"]
+    newest = max(p.stat().st_mtime for p in sources)
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
+        parse_project(settings)
+    return manifest
+
+
 @dataclass(frozen=True)
 class EmbeddedRun:
     """A finished embedded DAG run: its ledger record and where its log is."""
@@ -111,6 +128,7 @@ def run_dag(
         known = sorted(p.stem for p in (project_root() / "dags").glob("*.py"))
         raise EmbeddedRunError(f"unknown DAG {dag_id!r}; known DAGs: {', '.join(known)}")
     ensure_airflow_db(settings)
+    ensure_dbt_manifest(settings)
     request_id = uuid.uuid4().hex
     payload = {**(conf or {}), "request_id": request_id}
     log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"

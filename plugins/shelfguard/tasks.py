@@ -18,8 +18,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger
 from shelfguard.lineage import code_version, ledger_run_id
+from shelfguard.policy import load_policy
 
-FAILED_STATES = {"failed", "upstream_failed"}
+FAILED = "failed"
+NOT_RUN = {"upstream_failed", "skipped", "removed", None}
 
 
 def _ledger(settings: Settings) -> Ledger:
@@ -40,18 +42,25 @@ def _conf(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start_run(context: Mapping[str, Any]) -> str:
-    """Open the run in the ledger with what it runs on (code version, request id)."""
+    """Open the run in the ledger with what it runs on (code version, policy hash, request id)."""
     settings = load_settings()
     settings.ensure_dirs()
     run_id, dag_id = _run_ids(context)
     conf = _conf(context)
+    policy = load_policy()
     ledger = _ledger(settings)
     ledger.start_run(
         run_id,
         dag_id,
         triggered_by=conf.get("triggered_by") or os.environ.get("USER"),
-        lineage={"code_version": code_version(), "request_id": conf.get("request_id")},
+        lineage={
+            "code_version": code_version(),
+            "request_id": conf.get("request_id"),
+            "policy_sha256": policy.sha256,
+        },
     )
+    # dbt reads k from here at run time; the DAG never reads the policy while parsing.
+    context["ti"].xcom_push(key="k_anonymity", value=policy.privacy.k_anonymity)
     return run_id
 
 
@@ -114,6 +123,18 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     return manifest.to_dict()
 
 
+def publish_marts(context: Mapping[str, Any]) -> list[str]:
+    """Announce the marts (the task's outlets) once every data gate passed; record it."""
+    from shelfguard.assets import MARTS
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = _ledger(settings)
+    names = [asset.name for asset in MARTS]
+    ledger.update_lineage(run_id, published_assets=names)
+    return names
+
+
 def finalize(context: Mapping[str, Any]) -> str:
     """Decide the run's outcome from the ledger and the tasks' states, and record it.
 
@@ -136,7 +157,8 @@ def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str
     ti = context["ti"]
     airflow_run_id = str(context["run_id"])
     states = ti.get_task_states(dag_id=dag_id, run_ids=[airflow_run_id]).get(airflow_run_id, {})
-    failed_tasks = sorted(t for t, s in states.items() if s in FAILED_STATES and t != ti.task_id)
+    failed_tasks = sorted(t for t, s in states.items() if s == FAILED and t != ti.task_id)
+    not_run = sum(1 for t, s in states.items() if s in NOT_RUN and t != ti.task_id)
     if failed_gates:
         gate = failed_gates[0]
         reasons = "; ".join(
@@ -148,6 +170,8 @@ def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str
         raise AirflowFailException(f"BLOCKED at gate {gate.gate}: {reasons}")
     if failed_tasks:
         message = f"task(s) failed: {', '.join(failed_tasks)}"
+        if not_run:
+            message += f"; {not_run} task(s) downstream did not run"
         ledger.finish_run(run_id, "FAILED", message=message)
         raise AirflowFailException(f"FAILED: {message}")
     ledger.finish_run(run_id, "OK")

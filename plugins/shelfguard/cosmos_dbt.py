@@ -1,0 +1,112 @@
+"""dbt inside the DAGs through astronomer-cosmos: one task per model, its tests after it.
+
+Cosmos renders the task group from ``dbt_project/target/manifest.json`` (no
+``dbt ls`` at parse time) and runs each node in local execution mode. A failing
+dbt test fails its task, so the models downstream of it never run. After every
+dbt command, :func:`record_dbt_results` writes the node results to the ledger
+as the ``dbt`` gate, so the governance report lists every model and test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from shelfguard.config import load_settings
+from shelfguard.dbt import dbt_env, dbt_target, manifest_path, project_dir
+from shelfguard.lineage import ledger_run_id
+
+DBT_GATE = "dbt"
+K_ANONYMITY_XCOM = "k_anonymity"
+
+# A governance product makes no outside calls (Cosmos reads this when it is imported).
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+
+_STATUS = {"success": "pass", "pass": "pass", "warn": "warn", "skipped": "pass"}
+
+
+def _dbt_executable() -> str:
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else shutil.which("dbt") or "dbt"
+
+
+def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
+    """Cosmos callback: record the node results of one dbt command as a ``dbt`` gate row."""
+    from shelfguard.ledger import Ledger
+
+    results_path = Path(project_dir) / "target" / "run_results.json"
+    if context is None or not results_path.is_file():
+        return
+    results = json.loads(results_path.read_text(encoding="utf-8")).get("results", [])
+    checks = []
+    for item in results:
+        status = str(item.get("status", "")).lower()
+        unique_id = str(item.get("unique_id", ""))
+        checks.append(
+            {
+                "name": unique_id.split(".", 2)[-1] if unique_id.count(".") >= 2 else unique_id,
+                "node": unique_id,
+                "status": _STATUS.get(status, "fail"),
+                "severity": "error",
+                "observed": status,
+                "unexpected_count": item.get("failures"),
+                "message": (item.get("message") or "")[:500],
+            }
+        )
+    if not checks:
+        return
+    statuses = {c["status"] for c in checks}
+    status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+    settings = load_settings()
+    ledger = Ledger(settings.ledger_url)
+    try:
+        ledger.migrate()
+        run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
+        ledger.record_gate(
+            run_id, DBT_GATE, status, subject=str(context["ti"].task_id), checks=checks
+        )
+    finally:
+        ledger.dispose()
+
+
+def dbt_task_group(group_id: str = "dbt") -> Any:
+    """The Cosmos ``DbtTaskGroup`` of the whole project (call inside a DAG)."""
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+
+    settings = load_settings()
+    return DbtTaskGroup(
+        group_id=group_id,
+        project_config=ProjectConfig(
+            dbt_project_path=project_dir(),
+            manifest_path=manifest_path(),
+            install_dbt_deps=False,
+        ),
+        profile_config=ProfileConfig(
+            profile_name="shelfguard",
+            target_name=dbt_target(settings),
+            profiles_yml_filepath=project_dir() / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.LOCAL,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+            dbt_executable_path=_dbt_executable(),
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH,
+        ),
+        operator_args={
+            "install_deps": False,
+            # Secrets (pseudonym key, passwords) stay in the workers' environment, never in task args.
+            "env": dbt_env(settings, secrets=False),
+            # The policy's k reaches dbt at run time, never read while parsing the DAG.
+            "vars": {"k_anonymity": "{{ ti.xcom_pull(task_ids='start', key='k_anonymity') }}"},
+            "callback": record_dbt_results,
+            "retries": 0,
+        },
+    )
