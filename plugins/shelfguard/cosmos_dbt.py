@@ -76,7 +76,13 @@ def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
 def dbt_task_group(group_id: str = "dbt") -> Any:
     """The Cosmos ``DbtTaskGroup`` of the whole project (call inside a DAG)."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+    from cosmos.constants import (
+        ExecutionMode,
+        InvocationMode,
+        LoadMode,
+        TestBehavior,
+        TestIndirectSelection,
+    )
 
     settings = load_settings()
     return DbtTaskGroup(
@@ -93,12 +99,19 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
         ),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.LOCAL,
-            invocation_mode=InvocationMode.DBT_RUNNER,
+            # A dbt subprocess per task: dbt-duckdb would otherwise keep the warehouse file
+            # open in the worker process, and dbt's global state would leak between tasks.
+            invocation_mode=InvocationMode.SUBPROCESS,
             dbt_executable_path=_dbt_executable(),
+            # A test that reads two models runs once both exist (see the detached tasks below).
+            test_indirect_selection=TestIndirectSelection.CAUTIOUS,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH,
+            # One task per model: `dbt build` runs the model, then its tests; a failing test fails
+            # the task, so nothing downstream of it runs.
+            test_behavior=TestBehavior.BUILD,
+            should_detach_multiple_parents_tests=True,
         ),
         operator_args={
             "install_deps": False,
