@@ -134,6 +134,24 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% endfor %}</table>
 {% endfor %}
 
+{% for g in r.gates if g.gate == "evaluation" %}
+<h2>Model evaluation on the golden set</h2>
+<p class="muted">Every golden query ranks the whole active catalog. nDCG uses the judgements
+(Exact, Partial, Irrelevant); recall and MRR count Exact products.</p>
+{% set overall = g.metrics.overall %}{% set names = overall | list %}
+{% set metric_names = overall[names[0]] | list if names else [] %}
+<table><tr><th>model</th>{% for m in metric_names %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for name in ["challenger", "champion", "base", "bm25"] if name in overall %}<tr><td><b>{{ name }}</b></td>
+{% for m in metric_names %}<td>{{ "%.4f" | format(overall[name][m]) if overall[name][m] is number else overall[name][m] }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% set slices = g.metrics.slices.challenger if g.metrics.slices and g.metrics.slices.challenger else {} %}
+{% if slices %}<details><summary>Per product-class slice (challenger)</summary>
+<table><tr><th>class</th><th>golden queries</th><th>nDCG@10</th>{% for ref in ["champion", "base", "bm25"] if ref in g.metrics.slices %}<th>{{ ref }} nDCG@10</th>{% endfor %}</tr>
+{% for cls, sm in slices | dictsort %}<tr><td>{{ cls }}</td><td>{{ sm.n_queries }}</td><td>{{ "%.4f" | format(sm["ndcg@10"]) }}</td>
+{% for ref in ["champion", "base", "bm25"] if ref in g.metrics.slices %}<td>{{ "%.4f" | format(g.metrics.slices[ref][cls]["ndcg@10"]) if cls in g.metrics.slices[ref] else "" }}</td>{% endfor %}</tr>{% endfor %}
+</table></details>{% endif %}
+{% endfor %}
+
 <h2>Inputs</h2>
 {% if not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
 <table><tr><th>file</th><th>table</th><th>sha256</th><th>bytes</th><th>rows read</th><th>accepted</th><th>quarantined</th><th>by reason</th><th>extra columns</th></tr>
