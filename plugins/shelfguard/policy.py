@@ -19,6 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shelfguard.config import project_root
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Split = Literal["train", "validation"]
+Baseline = Literal["base", "bm25"]
+
+
+def _default_min_pairs() -> dict[Split, int]:
+    return {"train": 200, "validation": 20}
+
+
+def _default_baselines() -> list[Baseline]:
+    return ["base", "bm25"]
 
 
 class PolicyError(ValueError):
@@ -48,9 +58,7 @@ class RawDataPolicy(_Strict):
 class TrainingDataPolicy(_Strict):
     """Limits of the training-data gate."""
 
-    min_pairs_per_split: dict[Literal["train", "validation"], int] = Field(
-        default_factory=lambda: {"train": 200, "validation": 20}
-    )
+    min_pairs_per_split: dict[Split, int] = Field(default_factory=_default_min_pairs)
     max_grade_share: Share = 0.95
     max_category_drift: Share = 0.15
 
@@ -63,9 +71,7 @@ class EvaluationPolicy(_Strict):
     require_improvement: bool = False
     slice_min_queries: int = Field(8, ge=1)
     max_slice_drop: Share = 0.05
-    first_run_must_beat: list[Literal["base", "bm25"]] = Field(
-        default_factory=lambda: ["base", "bm25"]
-    )
+    first_run_must_beat: list[Baseline] = Field(default_factory=_default_baselines)
 
 
 class IndexPolicy(_Strict):

@@ -69,7 +69,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
         verdict = "RUNNING: the run has not finished; this report is partial"
     else:
         verdict = f"{outcome}: every gate on the way passed"
-    return _jsonable(
+    report: dict[str, Any] = _jsonable(
         {
             "run": {
                 "run_id": run.run_id,
@@ -90,6 +90,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             "generated_at": datetime.now(UTC),
         }
     )
+    return report
 
 
 _TEMPLATE = """<!doctype html>
