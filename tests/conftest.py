@@ -76,3 +76,14 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n``, keep each test folder on one worker so its shared fixtures
+    (a dbt build, a generated warehouse, a tiny model) are built once; tests marked
+    ``spread`` are independent and go wherever a worker is free."""
+    for item in items:
+        if item.get_closest_marker("spread") or item.get_closest_marker("xdist_group"):
+            continue
+        folder = Path(str(item.path)).parent.name
+        item.add_marker(pytest.mark.xdist_group(folder))

@@ -107,6 +107,7 @@ def test_clean_data_passes_every_gate_and_publishes_the_marts(
     assert (code, other["runs"]) == (0, []), "two homes must never share state"
 
 
+@pytest.mark.spread
 @pytest.mark.parametrize("defect", sorted(RAW_DEFECTS))
 def test_each_raw_defect_blocks_at_its_gate(tmp_path: Path, defect: str) -> None:
     gate, check = RAW_DEFECTS[defect]
@@ -121,6 +122,7 @@ def test_each_raw_defect_blocks_at_its_gate(tmp_path: Path, defect: str) -> None
     assert asset_events(home) == 0, "Assets must not be updated by a blocked run"
 
 
+@pytest.mark.spread
 def test_golden_leak_blocks_at_the_training_data_gate(tmp_path: Path) -> None:
     data = generate(tmp_path / "data", products=PRODUCTS, seed=11, defects=["golden_leak"])
     home = tmp_path / "home"
@@ -146,6 +148,7 @@ def test_category_shift_against_the_last_accepted_snapshot_blocks(
     assert asset_events(home) == before, "a blocked run does not publish"
 
 
+@pytest.mark.spread
 def test_blocked_report_names_the_expectation_and_shows_offending_rows(tmp_path: Path) -> None:
     data = generate(tmp_path / "data", products=PRODUCTS, seed=11, defects=["duplicate_ids"])
     home = tmp_path / "home"
