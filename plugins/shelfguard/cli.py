@@ -337,8 +337,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     outcome, summary = run_pipeline(settings, "catalog_refresh", str(data_dir), quiet=False)
     print_run(summary)
     out.print(
-        "[dim]Implemented so far: generate -> ingest -> catalog_refresh. The dbt/GX gates, training, "
-        "evaluation, embedding, approval and promotion stages are not part of this demo yet.[/]"
+        "[dim]This demo runs the data half (catalog_refresh). Retraining, evaluation, embedding, "
+        "approval and promotion are not part of it yet.[/]"
     )
     out.print(f"status: .venv/bin/shelfguard status   (SHELFGUARD_HOME={settings.home})")
     return EXIT_CODES.get(outcome, 1)
