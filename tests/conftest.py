@@ -17,7 +17,7 @@ os.environ["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from shelfguard.config import Settings, load_settings  # noqa: E402
+from shelfguard.config import Settings, load_settings
 
 PG_ADMIN_URL = os.environ.get(
     "SHELFGUARD_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
