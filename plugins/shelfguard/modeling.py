@@ -1,0 +1,184 @@
+"""The model half of a retraining run, on the orchestration side (no torch here).
+
+1. :func:`export_training_data` writes the marts the training-data gate just
+   passed as parquet files, in a folder named by that gate's data fingerprint;
+2. :func:`write_train_config` / :func:`write_eval_config` write the config files
+   the ``shelfguard_train`` entry points read (locally or in a pod);
+3. :func:`register_model` records the trained model's bytes (sha256) in the ledger;
+4. :func:`run_evaluation_gate` blesses the model, or blocks the run, from the
+   evaluation JSON and the policy (rules in :mod:`shelfguard.evaluation`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shelfguard.config import Settings
+from shelfguard.evaluation import GATE, decide, gate_status, metrics_table
+from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
+from shelfguard.lineage import code_version
+from shelfguard.policy import Policy
+
+#: The three files the training entry points read; the column lists are the contract.
+EXPORTS = {
+    "pairs.parquet": (
+        "SELECT query, product_id, grade, weight, split FROM marts.fct_training_pairs ORDER BY pair_id"
+    ),
+    "products.parquet": (
+        "SELECT product_id, text_to_embed, product_class, top_category, content_hash "
+        "FROM marts.dim_products "
+        "WHERE is_active ORDER BY product_id"
+    ),
+    "golden.parquet": (
+        "SELECT query_id, query, query_class, product_id, grade FROM marts.fct_golden_judgements "
+        "WHERE is_known_product ORDER BY judgement_id"
+    ),
+}
+
+
+class ModelingError(RuntimeError):
+    """A step of the model half cannot go on (missing gate, missing output, bad result)."""
+
+
+def run_dir(settings: Settings, run_id: str) -> Path:
+    """The artifact folder of one run (configs, results, the trained model)."""
+    return Path(settings.artifact_root) / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def training_snapshot(ledger: Ledger, run_id: str) -> str:
+    """The data fingerprint the run's training-data gate passed on (``data:<id>`` subject)."""
+    for gate in ledger.gate_results(run_id):
+        if gate.gate == "training_data" and gate.status in ("pass", "warn"):
+            return gate.subject.removeprefix("data:")
+    raise ModelingError(f"run {run_id} has no passed training_data gate: nothing may be trained")
+
+
+@dataclass(frozen=True)
+class DatasetExport:
+    """Where the training inputs of one data snapshot were written."""
+
+    snapshot_id: str
+    data_dir: Path
+    rows: dict[str, int]
+
+
+def export_training_data(settings: Settings, snapshot_id: str) -> DatasetExport:
+    """Write the marts as parquet under ``datasets/<snapshot>``; a snapshot is written once."""
+    import duckdb
+
+    data_dir = Path(settings.artifact_root) / "datasets" / snapshot_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, int] = {}
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        for name, query in EXPORTS.items():
+            target = data_dir / name
+            if not target.exists():
+                partial = target.with_suffix(".partial")
+                con.execute(f"COPY ({query}) TO '{partial}' (FORMAT parquet)").fetchall()
+                partial.rename(target)
+            rows[name] = int(con.execute(f"SELECT count(*) FROM '{target}'").fetchall()[0][0])
+    finally:
+        con.close()
+    return DatasetExport(snapshot_id=snapshot_id, data_dir=data_dir, rows=rows)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def write_train_config(
+    settings: Settings, run_id: str, export: DatasetExport, overrides: dict[str, Any] | None = None
+) -> Path:
+    """The ``TrainConfig`` file of this run; ``overrides`` come from the DAG run's params."""
+    folder = run_dir(settings, run_id)
+    config = {
+        "data_dir": str(export.data_dir),
+        "output_dir": str(folder / "training"),
+        "data_snapshot_id": export.snapshot_id,
+        "code_version": code_version(),
+        **(overrides or {}),
+    }
+    return _write_json(folder / "train_config.json", config)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON result written by an entry point, with a clear error when it is missing."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelingError(f"{what} not found at {path}: did the entry point run?") from exc
+    if not isinstance(data, dict):
+        raise ModelingError(f"{what} at {path} is not a JSON object")
+    return data
+
+
+def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactRecord:
+    """Record the trained model (uri, sha256, lineage) and the run's training lineage."""
+    result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
+    artifact = ledger.record_artifact(
+        "model",
+        result["model_dir"],
+        result["model_sha256"],
+        produced_by_run=run_id,
+        meta={
+            k: result[k]
+            for k in ("config_hash", "base_model_sha256", "data_snapshot_id", "metrics")
+        },
+    )
+    ledger.update_lineage(
+        run_id,
+        data_snapshot_id=result["data_snapshot_id"],
+        training_config_hash=result["config_hash"],
+        base_model_sha256=result["base_model_sha256"],
+        model_sha256=result["model_sha256"],
+    )
+    return artifact
+
+
+def write_eval_config(settings: Settings, ledger: Ledger, run_id: str, export_dir: Path) -> Path:
+    """The ``EvalConfig`` file: challenger, the champion (when there is one), base and BM25."""
+    result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
+    models = {"challenger": result["model_dir"], "base": result["base_model"]}
+    champion = ledger.get_alias("champion")
+    if champion is not None:
+        models["champion"] = champion.model.uri
+    folder = run_dir(settings, run_id)
+    return _write_json(
+        folder / "eval_config.json",
+        {
+            "data_dir": str(export_dir),
+            "models": models,
+            "include_bm25": True,
+            "output_path": str(folder / "evaluation.json"),
+        },
+    )
+
+
+def run_evaluation_gate(
+    settings: Settings, policy: Policy, ledger: Ledger, run_id: str
+) -> GateRecord:
+    """Decide the blessing from ``evaluation.json`` and record it bound to the model's sha256."""
+    folder = run_dir(settings, run_id)
+    evaluation = read_json(folder / "evaluation.json", "evaluation result")
+    result = read_json(folder / "train_result.json", "training result")
+    models = evaluation.get("models", {})
+    checks = decide(models, policy.evaluation)
+    return ledger.record_gate(
+        run_id,
+        GATE,
+        gate_status(checks),
+        subject=f"model:{result['model_sha256']}",
+        checks=checks,
+        metrics={
+            "overall": metrics_table(models),
+            "slices": {name: m.get("slices", {}) for name, m in models.items()},
+        },
+        report_uri=str(folder / "evaluation.json"),
+    )
