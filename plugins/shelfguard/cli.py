@@ -169,12 +169,18 @@ def _run_summary(run: Any) -> dict[str, Any]:
 
 
 def run_pipeline(
-    settings: Settings, dag_id: str, source: str | None, quiet: bool
+    settings: Settings,
+    dag_id: str,
+    source: str | None,
+    quiet: bool,
+    extra_conf: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run a DAG on the embedded runtime; returns the outcome and a JSON-ready summary."""
     from shelfguard.embedded import EmbeddedRunError, run_dag
 
-    conf = {"source": str(Path(source).resolve())} if source else {}
+    conf = dict(extra_conf or {})
+    if source:
+        conf["source"] = str(Path(source).resolve())
     settings.ensure_dirs()
     try:
         if quiet:
@@ -228,7 +234,13 @@ def print_run(summary: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    outcome, summary = run_pipeline(settings, args.dag_id, args.source, quiet=args.json)
+    try:
+        extra = json.loads(args.conf) if args.conf else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--conf is not valid JSON: {exc.msg}") from exc
+    if not isinstance(extra, dict):
+        raise UsageError('--conf must be a JSON object, e.g. \'{"train": {"epochs": 2}}\'')
+    outcome, summary = run_pipeline(settings, args.dag_id, args.source, args.json, extra)
     if args.json:
         out.print_json(json.dumps(summary))
     else:
@@ -244,9 +256,12 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
         runs = []
         for run in ledger.recent_runs(limit=limit):
             item = _run_summary(run)
-            item["gates"] = [
-                {"name": g.gate, "status": g.status} for g in ledger.gate_results(run.run_id)
-            ]
+            gates = ledger.gate_results(run.run_id)
+            item["gates"] = [{"name": g.gate, "status": g.status} for g in gates]
+            evaluation = [g for g in gates if g.gate == "evaluation"]
+            if evaluation:
+                # challenger / champion / base / bm25 -> overall golden-set metrics
+                item["metrics"] = evaluation[-1].metrics.get("overall", {})
             runs.append(item)
     finally:
         ledger.dispose()
@@ -316,8 +331,21 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    """Golden-set metrics per ranker, challenger first."""
+    table = Table(title="golden-set evaluation (whole catalog ranked per query)")
+    columns = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+    table.add_column("ranker")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name in ("challenger", "champion", "base", "bm25"):
+        if name in metrics:
+            table.add_row(name, *(f"{metrics[name].get(c, float('nan')):.4f}" for c in columns))
+    out.print(table)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Generate the demo dataset and run every DAG that exists on the embedded default."""
+    """Generate the demo dataset and run both DAGs end to end on the embedded default."""
     from shelfguard.generator import generate
 
     settings.ensure_dirs()
@@ -332,13 +360,26 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         f" in {data_dir}"
     )
     out.print(
-        "2. running catalog_refresh (ingest into raw.* with quarantine, manifest in the ledger)"
+        "2. catalog_refresh: ingest -> raw-data gate (GX) -> dbt via Cosmos -> "
+        "training-data gate (GX) -> publish the marts Assets"
     )
     outcome, summary = run_pipeline(settings, "catalog_refresh", str(data_dir), quiet=False)
     print_run(summary)
+    if outcome != "OK":
+        return EXIT_CODES.get(outcome, 1)
     out.print(
-        "[dim]This demo runs the data half (catalog_refresh). Retraining, evaluation, embedding, "
-        "approval and promotion are not part of it yet.[/]"
+        "3. search_model_retraining: training-data gate -> fine-tune all-MiniLM-L6-v2 "
+        "(local subprocess, the pod's entry point) -> evaluate -> evaluation gate"
+    )
+    outcome, summary = run_pipeline(settings, "search_model_retraining", None, quiet=False)
+    print_run(summary)
+    status = status_payload(settings, limit=1)
+    metrics = status["runs"][0].get("metrics") if status["runs"] else None
+    if metrics:
+        print_metrics(metrics)
+    out.print(
+        "[dim]Not part of this demo yet: catalog re-embedding, the index gate, approval, "
+        "promotion and search.[/]"
     )
     out.print(f"status: .venv/bin/shelfguard status   (SHELFGUARD_HOME={settings.home})")
     return EXIT_CODES.get(outcome, 1)
@@ -368,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a DAG on the embedded default and print its outcome")
     run.add_argument("dag_id", help="catalog_refresh, ...")
     run.add_argument("--source", default=None, help="folder to ingest (catalog_refresh)")
+    run.add_argument(
+        "--conf", default=None, help='run conf / params as JSON, e.g. \'{"train": {"epochs": 2}}\''
+    )
     run.add_argument("--json", action="store_true", help="print the outcome as JSON")
     run.set_defaults(func=cmd_run)
 

@@ -120,6 +120,9 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
             # The policy's k reaches dbt at run time, never read while parsing the DAG.
             "vars": {"k_anonymity": "{{ ti.xcom_pull(task_ids='start', key='k_anonymity') }}"},
             "callback": record_dbt_results,
+            # Compiled staging SQL carries the pseudonymisation key; it must not be kept in
+            # Airflow's metadata database or shown in the UI.
+            "should_store_compiled_sql": False,
             "retries": 0,
         },
     )

@@ -135,6 +135,50 @@ def publish_marts(context: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
+    """Export the gated marts as parquet and write the run's training config."""
+    from shelfguard import modeling
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = _ledger(settings)
+    export = modeling.export_training_data(settings, modeling.training_snapshot(ledger, run_id))
+    overrides = dict((context.get("params") or {}).get("train") or {})
+    config = modeling.write_train_config(settings, run_id, export, overrides)
+    ledger.update_lineage(run_id, training_data=str(export.data_dir), training_rows=export.rows)
+    return {
+        "train_config": str(config),
+        "train_result": str(modeling.run_dir(settings, run_id) / "train_result.json"),
+        "data_dir": str(export.data_dir),
+    }
+
+
+def register_model(context: Mapping[str, Any]) -> dict[str, str]:
+    """Record the trained model's bytes in the ledger and write the evaluation config."""
+    from shelfguard import modeling
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = _ledger(settings)
+    artifact = modeling.register_model(settings, ledger, run_id)
+    prepared = context["ti"].xcom_pull(task_ids="prepare_training")
+    config = modeling.write_eval_config(settings, ledger, run_id, Path(prepared["data_dir"]))
+    return {"model_sha256": artifact.sha256, "eval_config": str(config)}
+
+
+def evaluation_gate(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Bless the challenger, bound to its sha256, or block the run at the evaluation gate."""
+    from shelfguard import modeling
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    gate = modeling.run_evaluation_gate(settings, load_policy(), _ledger(settings), run_id)
+    failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
+    if gate.status == "fail":
+        raise AirflowFailException(f"evaluation gate blocked the model: {', '.join(failed)}")
+    return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics["overall"]}
+
+
 def finalize(context: Mapping[str, Any]) -> str:
     """Decide the run's outcome from the ledger and the tasks' states, and record it.
 

@@ -1,0 +1,93 @@
+"""
+### search_model_retraining
+
+Retrains the product-search model when new gated marts are published (or
+weekly), and lets the new model through only when it is measurably good.
+
+1. **start** opens the run in the governance ledger.
+2. **training_data_gate** re-checks the marts this run trains on (leakage,
+   k-anonymity, balance, drift) and fingerprints them.
+3. **prepare_training** exports exactly those marts as parquet and writes the
+   training config (overrides: the `train` param).
+4. **train** fine-tunes the bi-encoder: a GPU pod in production, a local
+   subprocess on the embedded default — the same `shelfguard_train` entry point.
+5. **register_model** records the model's sha256 and lineage in the ledger.
+6. **evaluate** ranks the whole catalog for every golden query with the
+   challenger, the champion, the base model and BM25.
+7. **evaluation_gate** applies the policy (floors, champion regression, first-run
+   baselines, slices) and records the blessing bound to the model's sha256.
+8. **finalize** records the outcome and writes the governance report.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from shelfguard import tasks
+from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
+from shelfguard.launch import training_operator
+from shelfguard.operators import GateOperator
+
+PREPARED = "ti.xcom_pull(task_ids='prepare_training')"
+REGISTERED = "ti.xcom_pull(task_ids='register_model')"
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
+        assets=(DIM_PRODUCTS & FCT_TRAINING_PAIRS & FCT_GOLDEN_JUDGEMENTS),
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["shelfguard", "model", "training", "evaluation"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "train": Param({}, type="object", description='TrainConfig overrides, e.g. {"epochs": 2}.')
+    },
+    doc_md=__doc__,
+)
+def search_model_retraining() -> None:
+    @task
+    def start(**context: object) -> str:
+        return tasks.start_run(context)
+
+    @task
+    def prepare_training(**context: object) -> dict[str, str]:
+        return tasks.prepare_training(context)
+
+    @task
+    def register_model(**context: object) -> dict[str, str]:
+        return tasks.register_model(context)
+
+    @task(retries=0)
+    def evaluation_gate(**context: object) -> dict[str, object]:
+        return tasks.evaluation_gate(context)
+
+    @task(trigger_rule="all_done", retries=0)
+    def finalize(**context: object) -> str:
+        return tasks.finalize(context)
+
+    train = training_operator(
+        "train",
+        [
+            "train",
+            "--config",
+            f"{{{{ {PREPARED}['train_config'] }}}}",
+            "--result-out",
+            f"{{{{ {PREPARED}['train_result'] }}}}",
+        ],
+        retries=0,
+    )
+    evaluate = training_operator(
+        "evaluate", ["evaluate", "--config", f"{{{{ {REGISTERED}['eval_config'] }}}}"], retries=0
+    )
+    gate = GateOperator(task_id="training_data_gate", gate="training_data")
+    start() >> gate >> prepare_training() >> train >> register_model() >> evaluate
+    evaluate >> evaluation_gate() >> finalize()
+
+
+search_model_retraining()
