@@ -221,11 +221,19 @@ def print_run(summary: dict[str, Any]) -> None:
     out.print(
         f"[bold {style}]{outcome}[/]{where}  run {summary.get('run_id', '?')} ({summary.get('dag_id', '?')})"
     )
+    # One line per gate name: dbt records a row per model task, shown as a count.
+    grouped: dict[str, list[str]] = {}
     for gate in summary.get("gates", []):
-        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(
-            gate["status"], "[red]fail[/]"
+        grouped.setdefault(gate["name"], []).append(gate["status"])
+    for name, statuses in grouped.items():
+        worst = next((s for s in ("fail", "warn") if s in statuses), "pass")
+        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(worst, "[red]fail[/]")
+        count = (
+            f"  ({statuses.count('pass')}/{len(statuses)} tasks passed)"
+            if len(statuses) > 1
+            else ""
         )
-        out.print(f"  gate {gate['name']:<20} {mark}")
+        out.print(f"  gate {name:<20} {mark}{count}")
     if summary.get("message"):
         out.print(f"  {summary['message']}")
     if summary.get("report"):
