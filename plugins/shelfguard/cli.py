@@ -56,12 +56,10 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 
 def _ledger(settings: Settings) -> Any:
-    from shelfguard.ledger import Ledger
+    from shelfguard.ledger import open_ledger
 
     settings.ensure_dirs()
-    ledger = Ledger(settings.ledger_url)
-    ledger.migrate()
-    return ledger
+    return open_ledger(settings.ledger_url)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:

@@ -36,7 +36,7 @@ def _dbt_executable() -> str:
 
 def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
     """Cosmos callback: record the node results of one dbt command as a ``dbt`` gate row."""
-    from shelfguard.ledger import Ledger
+    from shelfguard.ledger import open_ledger
 
     results_path = Path(project_dir) / "target" / "run_results.json"
     if context is None or not results_path.is_file():
@@ -62,9 +62,8 @@ def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
     statuses = {c["status"] for c in checks}
     status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
     settings = load_settings()
-    ledger = Ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
     try:
-        ledger.migrate()
         run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
         ledger.record_gate(
             run_id, DBT_GATE, status, subject=str(context["ti"].task_id), checks=checks

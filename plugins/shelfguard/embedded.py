@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shelfguard.config import Settings, project_root
-from shelfguard.ledger import Ledger, RunRecord
+from shelfguard.ledger import RunRecord, open_ledger
 
 
 class EmbeddedRunError(RuntimeError):
@@ -160,9 +160,8 @@ def run_dag(
             if on_line:
                 on_line(line.rstrip("\n"))
         exit_code = proc.wait()
-    ledger = Ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
     try:
-        ledger.migrate()
         run = next(
             (
                 r

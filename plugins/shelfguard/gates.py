@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from shelfguard.config import Settings, load_settings
 from shelfguard.ingest import SPECS
-from shelfguard.ledger import IngestFileRecord, Ledger
+from shelfguard.ledger import IngestFileRecord, Ledger, open_ledger
 from shelfguard.policy import Policy, load_policy
 from shelfguard.quality import (
     SAMPLE_LIMIT,
@@ -143,8 +143,7 @@ def run_gate(
         raise GateError(f"the warehouse {settings.duckdb_path} does not exist: nothing to check")
     owned = ledger is None
     if ledger is None:
-        ledger = Ledger(settings.ledger_url)
-        ledger.migrate()
+        ledger = open_ledger(settings.ledger_url)
     try:
         if ledger.get_run(run_id) is None:
             raise GateError(f"run {run_id!r} is not in the ledger: start the run first")

@@ -46,10 +46,6 @@ class FileSpec:
     columns: dict[str, str]
     required: bool
 
-    def sql_types(self) -> dict[str, str]:
-        """DuckDB types of the expected columns."""
-        return self.columns
-
 
 _PRODUCT_COLUMNS = {
     "product_id": "BIGINT",

@@ -16,18 +16,12 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.ledger import Ledger
+from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
 from shelfguard.policy import load_policy
 
 FAILED = "failed"
 NOT_RUN = {"upstream_failed", "skipped", "removed", None}
-
-
-def _ledger(settings: Settings) -> Ledger:
-    ledger = Ledger(settings.ledger_url)
-    ledger.migrate()
-    return ledger
 
 
 def _run_ids(context: Mapping[str, Any]) -> tuple[str, str]:
@@ -48,7 +42,7 @@ def start_run(context: Mapping[str, Any]) -> str:
     run_id, dag_id = _run_ids(context)
     conf = _conf(context)
     policy = load_policy()
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     ledger.start_run(
         run_id,
         dag_id,
@@ -78,7 +72,7 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     source = source_dir(context, settings)
     try:
         manifest = run_ingest(source, settings.duckdb_path, ledger, run_id=run_id)
@@ -129,7 +123,7 @@ def publish_marts(context: Mapping[str, Any]) -> list[str]:
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     names = [asset.name for asset in MARTS]
     ledger.update_lineage(run_id, published_assets=names)
     return names
@@ -141,7 +135,7 @@ def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     export = modeling.export_training_data(settings, modeling.training_snapshot(ledger, run_id))
     overrides = dict((context.get("params") or {}).get("train") or {})
     config = modeling.write_train_config(settings, run_id, export, overrides)
@@ -159,7 +153,7 @@ def register_model(context: Mapping[str, Any]) -> dict[str, str]:
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     artifact = modeling.register_model(settings, ledger, run_id)
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
     config = modeling.write_eval_config(settings, ledger, run_id, Path(prepared["data_dir"]))
@@ -172,7 +166,9 @@ def evaluation_gate(context: Mapping[str, Any]) -> dict[str, Any]:
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
-    gate = modeling.run_evaluation_gate(settings, load_policy(), _ledger(settings), run_id)
+    gate = modeling.run_evaluation_gate(
+        settings, load_policy(), open_ledger(settings.ledger_url), run_id
+    )
     failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
     if gate.status == "fail":
         raise AirflowFailException(f"evaluation gate blocked the model: {', '.join(failed)}")
@@ -187,7 +183,7 @@ def finalize(context: Mapping[str, Any]) -> str:
     """
     settings = load_settings()
     run_id, dag_id = _run_ids(context)
-    ledger = _ledger(settings)
+    ledger = open_ledger(settings.ledger_url)
     try:
         return _decide(ledger, context, run_id, dag_id)
     finally:

@@ -21,6 +21,7 @@ from shelfguard.ledger.store import (
     LedgerError,
     RunRecord,
     alembic_config,
+    open_ledger,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "LedgerError",
     "RunRecord",
     "alembic_config",
+    "open_ledger",
 ]

@@ -943,3 +943,10 @@ class Ledger:
             updated_at=_utc(alias.updated_at),
             updated_by=alias.updated_by,
         )
+
+
+def open_ledger(url: str) -> Ledger:
+    """A ledger at ``url`` with its schema migrated to head (cheap when already current)."""
+    ledger = Ledger(url)
+    ledger.migrate()
+    return ledger
