@@ -1,4 +1,7 @@
-"""Command line: ``python -m shelfguard_train {train,evaluate} --config FILE``.
+"""Command line: ``python -m shelfguard_train {train,evaluate,embed} --config FILE``.
+
+``check-index --index-dir D --products P --model-dir M [--golden G]`` measures an
+existing index the way ``embed`` measures the one it builds.
 
 The training pod's ENTRYPOINT and the local subprocess backend both run this. Progress
 goes to stderr; the result goes to stdout as one JSON document (and to
@@ -20,12 +23,14 @@ from pathlib import Path
 
 from shelfguard_train.config import (
     ConfigError,
+    EmbedConfig,
     EvalConfig,
     TrainConfig,
     config_help,
     load_config,
 )
 from shelfguard_train.data import DataContractError
+from shelfguard_train.embed import EmbedError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]
 
@@ -60,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--result-out", type=Path, help="also write the report here (besides output_path)"
     )
+    embed = commands.add_parser(
+        "embed",
+        help="embed the catalog into a search index and check it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (JSON or YAML):\n" + config_help(EmbedConfig),
+    )
+    embed.add_argument("--config", required=True, type=Path, help="EmbedConfig file")
+    embed.add_argument("--result-out", type=Path, help="also write the result JSON here")
+    check = commands.add_parser(
+        "check-index", help="measure an index: coverage, vectors, model, ANN recall, canaries"
+    )
+    check.add_argument("--index-dir", required=True, type=Path, help="the index folder")
+    check.add_argument("--products", required=True, type=Path, help="active products.parquet")
+    check.add_argument("--model-dir", required=True, type=Path, help="the model to check against")
+    check.add_argument("--golden", type=Path, help="golden.parquet for the canary queries")
+    check.add_argument("--sample-size", type=int, default=500, help="ANN recall sample")
+    check.add_argument("--k", type=int, default=10, help="cut-off for recall and canaries")
+    check.add_argument("--seed", type=int, default=42, help="seeds the ANN recall sample")
+    check.add_argument("--result-out", type=Path, help="also write the result JSON here")
     return parser
 
 
@@ -88,6 +112,24 @@ def _run(args: argparse.Namespace) -> dict[str, object]:
         from shelfguard_train.train import train
 
         return train(load_config(args.config, TrainConfig)).to_dict()
+    if args.command == "embed":
+        from shelfguard_train.embed import embed
+
+        return embed(load_config(args.config, EmbedConfig)).to_dict()
+    if args.command == "check-index":
+        from shelfguard_train.embed import check_index
+
+        if args.sample_size < 1 or args.k < 1:
+            raise ConfigError("--sample-size and --k must be >= 1")
+        return check_index(
+            args.index_dir,
+            args.products,
+            args.model_dir,
+            args.golden,
+            sample_size=args.sample_size,
+            k=args.k,
+            seed=args.seed,
+        )
     from shelfguard_train.evaluate import evaluate
 
     return evaluate(load_config(args.config, EvalConfig)).to_dict()
@@ -100,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_progress_bars()
     try:
         result = _run(args)
-    except (ConfigError, DataContractError) as exc:
+    except (ConfigError, DataContractError, EmbedError) as exc:
         print(f"shelfguard_train {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.result_out is not None:

@@ -1,4 +1,4 @@
-"""Typed, validated configuration for the train and evaluate entry points.
+"""Typed, validated configuration for the train, evaluate and embed entry points.
 
 The orchestration side writes one JSON (or YAML) file per task and passes its path;
 nothing else configures a run. Every field carries its help text in the dataclass
@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 __all__ = [
     "DEVICES",
     "ConfigError",
+    "EmbedConfig",
     "EvalConfig",
     "TrainConfig",
     "config_help",
@@ -248,7 +249,84 @@ class EvalConfig(_Config):
         _check_choice(self, "device", DEVICES)
 
 
-C = TypeVar("C", TrainConfig, EvalConfig)
+@dataclass(frozen=True)
+class EmbedConfig(_Config):
+    """How to embed the catalog into a search index: model, products, output, checks."""
+
+    model_dir: Path = field(
+        metadata=_help(
+            "Local sentence-transformers model folder to encode with (bound by its sha256 "
+            "in the index manifest).",
+            lineage=False,
+        )
+    )
+    products_path: Path = field(
+        metadata=_help(
+            "products.parquet: product_id, text_to_embed, content_hash, product_class and "
+            "optionally product_name (active products only).",
+            lineage=False,
+        )
+    )
+    output_dir: Path = field(
+        metadata=_help(
+            "The index folder to write (replaced atomically; left as is when unchanged).",
+            lineage=False,
+        )
+    )
+    previous_index_dir: Path | None = field(
+        default=None,
+        metadata=_help(
+            "An index built with the same model: its vectors of unchanged products "
+            "(same content_hash) are reused and only new or changed products are encoded.",
+            lineage=False,
+        ),
+    )
+    golden_path: Path | None = field(
+        default=None,
+        metadata=_help(
+            "golden.parquet for the canary check: golden queries must find one of their "
+            "Exact products in the top canary_k.",
+            lineage=False,
+        ),
+    )
+    batch_size: int = field(default=64, metadata=_help("Texts per encoding batch."))
+    max_seq_length: int | None = field(
+        default=None,
+        metadata=_help("Tokens kept per product text; null keeps the model's own limit."),
+    )
+    ann_sample_size: int = field(
+        default=500,
+        metadata=_help("Indexed vectors used as queries to measure ANN recall (seeded sample)."),
+    )
+    canary_k: int = field(
+        default=10, metadata=_help("Cut-off for ANN recall and the canary queries' hits.")
+    )
+    seed: int = field(default=42, metadata=_help("Seeds the ANN recall sample."))
+    device: Device = field(
+        default="auto",
+        metadata=_help("auto (CUDA with bf16 when present, else CPU), cpu or cuda.", lineage=False),
+    )
+
+    _PATH_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model_dir",
+        "products_path",
+        "output_dir",
+        "previous_index_dir",
+        "golden_path",
+    )
+
+    def __post_init__(self) -> None:
+        _coerce_paths(self, optional=("previous_index_dir", "golden_path"))
+        _check_positive_int(self, "batch_size", "ann_sample_size", "canary_k")
+        if self.max_seq_length is not None:
+            _check_positive_int(self, "max_seq_length")
+        _check_int(self, "seed")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        _check_choice(self, "device", DEVICES)
+
+
+C = TypeVar("C", TrainConfig, EvalConfig, EmbedConfig)
 
 
 def load_config(path: str | Path, config_cls: type[C]) -> C:
@@ -298,7 +376,7 @@ def load_config(path: str | Path, config_cls: type[C]) -> C:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
-def config_help(config_cls: type[TrainConfig] | type[EvalConfig]) -> str:
+def config_help(config_cls: type[TrainConfig] | type[EvalConfig] | type[EmbedConfig]) -> str:
     """One line per field: name, default and help text (used by ``--help``)."""
     lines = []
     for f in dataclasses.fields(config_cls):
@@ -336,9 +414,11 @@ def _relative_to(source: Path, value: str) -> Path:
     return path if path.is_absolute() else (source.parent / path).resolve()
 
 
-def _coerce_paths(config: Any) -> None:
+def _coerce_paths(config: Any, optional: tuple[str, ...] = ()) -> None:
     for name in config._PATH_FIELDS:
         value = getattr(config, name)
+        if value is None and name in optional:
+            continue
         if not isinstance(value, str | Path) or not str(value).strip():
             raise ConfigError(f"{name} must be a non-empty path, got {value!r}")
         object.__setattr__(config, name, Path(value))
