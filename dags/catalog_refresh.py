@@ -15,7 +15,13 @@ publishes the marts, only when every data gate passed.
    its tests after it; a failing test stops everything downstream of it.
 5. **training_data_gate** checks the marts: leakage, k-anonymity, balance, drift.
 6. **publish** updates the marts Assets that `search_model_retraining` waits on.
-7. **finalize** records the outcome from the ledger (OK, or BLOCKED at the gate
+7. **prepare_index_refresh** — only when a champion exists — exports the
+   catalog; **embed_catalog** re-encodes with the champion's model only the
+   products that are new or changed and drops deleted ones (incremental);
+   **index_gate** checks the new index; **approve_index** approves it by policy
+   (or waits for a person, `approval.index_refresh`); **promote_index** moves the
+   champion to (same model, new index) after re-checking the ledger.
+8. **finalize** records the outcome from the ledger (OK, or BLOCKED at the gate
    that failed, or FAILED) and writes the governance report.
 """
 
@@ -27,9 +33,13 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from shelfguard import tasks
+from shelfguard.approval import approval_operator
 from shelfguard.assets import MARTS
 from shelfguard.cosmos_dbt import dbt_task_group
+from shelfguard.launch import training_operator
 from shelfguard.operators import GateOperator
+
+REFRESH = "ti.xcom_pull(task_ids='prepare_index_refresh')"
 
 
 @dag(
@@ -61,15 +71,42 @@ def catalog_refresh() -> None:
     def publish(**context: object) -> list[str]:
         return tasks.publish_marts(context)
 
+    # Without a champion there is no index to refresh: skip the next four tasks only.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def prepare_index_refresh(**context: object) -> dict[str, str] | None:
+        return tasks.prepare_index_refresh(context)
+
+    @task(retries=0)
+    def index_gate(**context: object) -> dict[str, object]:
+        return tasks.index_gate(context)
+
+    @task(retries=0)
+    def promote_index(**context: object) -> dict[str, object]:
+        return tasks.promote(context)
+
     @task(trigger_rule="all_done", retries=0)
     def finalize(**context: object) -> str:
         return tasks.finalize(context)
 
     raw_gate = GateOperator(task_id="raw_data_gate", gate="raw_data")
     training_gate = GateOperator(task_id="training_data_gate", gate="training_data")
+    embed = training_operator(
+        "embed_catalog",
+        [
+            "embed",
+            "--config",
+            f"{{{{ {REFRESH}['embed_config'] }}}}",
+            "--result-out",
+            f"{{{{ {REFRESH}['embed_result'] }}}}",
+        ],
+        retries=0,
+    )
+    approve = approval_operator("approve_index", index_refresh=True, retries=0)
     published = publish()
     start() >> ingest() >> raw_gate >> dbt_task_group() >> training_gate >> published
-    published >> finalize()
+    promoted = promote_index()
+    published >> prepare_index_refresh() >> embed >> index_gate() >> approve >> promoted
+    [published, promoted] >> finalize()
 
 
 catalog_refresh()

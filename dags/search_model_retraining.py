@@ -16,7 +16,16 @@ weekly), and lets the new model through only when it is measurably good.
    challenger, the champion, the base model and BM25.
 7. **evaluation_gate** applies the policy (floors, champion regression, first-run
    baselines, slices) and records the blessing bound to the model's sha256.
-8. **finalize** records the outcome and writes the governance report.
+8. **embed_catalog** encodes every active product with the blessed challenger
+   (GPU pod in production) into a new index; **index_gate** checks coverage,
+   vectors, the model hash, ANN recall and canary queries.
+9. **approval** — by policy (`auto`, embedded development only) or a person
+   (`shelfguard approve`, or Airflow's Required Actions with the `hitl`
+   backend); no answer before the timeout is a rejection.
+10. **promote** re-reads the ledger (never task states) and moves the champion
+   alias to (model, index) in one transaction.
+11. **finalize** records the outcome (PROMOTED, BLOCKED, REJECTED or FAILED) and
+   writes the governance report.
 """
 
 from __future__ import annotations
@@ -27,12 +36,14 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from shelfguard import tasks
+from shelfguard.approval import approval_operator
 from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
 from shelfguard.launch import training_operator
 from shelfguard.operators import GateOperator
 
 PREPARED = "ti.xcom_pull(task_ids='prepare_training')"
 REGISTERED = "ti.xcom_pull(task_ids='register_model')"
+INDEXING = "ti.xcom_pull(task_ids='prepare_index')"
 
 
 @dag(
@@ -67,6 +78,18 @@ def search_model_retraining() -> None:
     def evaluation_gate(**context: object) -> dict[str, object]:
         return tasks.evaluation_gate(context)
 
+    @task
+    def prepare_index(**context: object) -> dict[str, str]:
+        return tasks.prepare_index(context)
+
+    @task(retries=0)
+    def index_gate(**context: object) -> dict[str, object]:
+        return tasks.index_gate(context)
+
+    @task(retries=0)
+    def promote(**context: object) -> dict[str, object]:
+        return tasks.promote(context)
+
     @task(trigger_rule="all_done", retries=0)
     def finalize(**context: object) -> str:
         return tasks.finalize(context)
@@ -85,9 +108,22 @@ def search_model_retraining() -> None:
     evaluate = training_operator(
         "evaluate", ["evaluate", "--config", f"{{{{ {REGISTERED}['eval_config'] }}}}"], retries=0
     )
+    embed = training_operator(
+        "embed_catalog",
+        [
+            "embed",
+            "--config",
+            f"{{{{ {INDEXING}['embed_config'] }}}}",
+            "--result-out",
+            f"{{{{ {INDEXING}['embed_result'] }}}}",
+        ],
+        retries=0,
+    )
+    approval = approval_operator("approval", retries=0)
     gate = GateOperator(task_id="training_data_gate", gate="training_data")
     start() >> gate >> prepare_training() >> train >> register_model() >> evaluate
-    evaluate >> evaluation_gate() >> finalize()
+    evaluate >> evaluation_gate() >> prepare_index() >> embed >> index_gate() >> approval
+    approval >> promote() >> finalize()
 
 
 search_model_retraining()

@@ -82,8 +82,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under ``pytest -n``, keep each test folder on one worker so its shared fixtures
     (a dbt build, a generated warehouse, a tiny model) are built once; tests marked
     ``spread`` are independent and go wherever a worker is free."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
     for item in items:
         if item.get_closest_marker("spread") or item.get_closest_marker("xdist_group"):
             continue
-        folder = Path(str(item.path)).parent.name
-        item.add_marker(pytest.mark.xdist_group(folder))
+        path = Path(str(item.path))
+        # End-to-end modules each build their own home: one group per module.
+        group = f"e2e-{path.stem}" if path.parent.name == "e2e" else path.parent.name
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -337,6 +338,147 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _awaiting(ledger: Any, run_id: str) -> str:
+    """``latest`` → the newest run that waits for a decision; other ids pass through."""
+    if run_id != "latest":
+        return run_id
+    for run in ledger.recent_runs(limit=50):
+        if run.outcome == "RUNNING" and run.lineage.get("index_sha256"):
+            return str(run.run_id)
+    raise UsageError("no run is waiting for approval (see `shelfguard status`)")
+
+
+def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.approval import ApprovalError, record_decision
+    from shelfguard.policy import PolicyError, load_policy
+
+    if settings.approval_backend == "hitl":
+        raise UsageError(
+            "SHELFGUARD_APPROVAL_BACKEND=hitl: answer the approval in Airflow "
+            "(Required Actions in the UI, or its REST API)"
+        )
+    decision = "approved" if args.command == "approve" else "rejected"
+    ledger = _ledger(settings)
+    try:
+        run_id = _awaiting(ledger, args.run_id)
+        record = record_decision(
+            ledger, load_policy(), run_id, decision, args.by, via="cli", comment=args.comment
+        )
+    except (ApprovalError, PolicyError) as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    out.print(
+        f"{record.decision} run {record.run_id}: model {record.model_sha256[:12]} + index "
+        f"{record.index_sha256[:12]} by {record.decided_by}"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.promotion import PromotionRefused, rollback
+
+    ledger = _ledger(settings)
+    try:
+        alias = rollback(ledger, moved_by=args.by, to_version=args.to, reason=args.reason)
+    except PromotionRefused as exc:
+        raise UsageError("rollback refused: " + "; ".join(exc.missing)) from exc
+    finally:
+        ledger.dispose()
+    out.print(
+        f"champion is now v{alias.version}: model {alias.model.sha256[:12]} + index "
+        f"{alias.index.sha256[:12]} (from run {alias.run_id})"
+    )
+    return 0
+
+
+def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[Any]]:
+    """Search the catalog with the champion pair; refuses a model and index that do not belong together."""
+    if not query.strip():
+        raise UsageError(
+            'empty query: give the words to search for, e.g. shelfguard search "oak desk"'
+        )
+    if k < 1:
+        raise UsageError(f"-k must be at least 1, got {k}")
+    ledger = _ledger(settings)
+    try:
+        champion = ledger.get_alias("champion")
+    finally:
+        ledger.dispose()
+    if champion is None:
+        raise UsageError(
+            "no champion yet: nothing has been promoted "
+            "(run search_model_retraining until it ends PROMOTED, e.g. make demo)"
+        )
+    built_by = str(champion.index.meta.get("model_sha256", ""))
+    if built_by != champion.model.sha256:
+        raise UsageError(
+            f"refusing to search: the champion index was built by model {built_by[:12]}, "
+            f"not by the champion model {champion.model.sha256[:12]}"
+        )
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    from shelfguard_train.search import CatalogSearcher, IndexMismatchError
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+    try:
+        searcher = CatalogSearcher.open(
+            champion.model.uri,
+            champion.index.uri,
+            expected_model_sha256=champion.model.sha256,
+            expected_index_sha256=champion.index.sha256,
+        )
+    except (IndexMismatchError, OSError) as exc:
+        raise UsageError(f"refusing to search: {exc}") from exc
+    return champion, searcher.search(query, k)
+
+
+def print_hits(query: str, hits: list[Any]) -> None:
+    """Search results as a table."""
+    table = Table("#", "product_id", "score", "product", "class", title=f"search: {query!r}")
+    for hit in hits:
+        table.add_row(
+            str(hit.rank),
+            str(hit.product_id),
+            f"{hit.score:.3f}",
+            hit.product_name,
+            hit.product_class,
+        )
+    out.print(table)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    champion, hits = search_champion(settings, args.query, args.k)
+    if args.json:
+        out.print_json(
+            json.dumps(
+                {
+                    "query": args.query,
+                    "champion": {
+                        "version": champion.version,
+                        "model_sha256": champion.model.sha256,
+                        "index_sha256": champion.index.sha256,
+                    },
+                    "hits": [
+                        {
+                            "rank": h.rank,
+                            "product_id": h.product_id,
+                            "score": round(float(h.score), 6),
+                            "product_name": h.product_name,
+                            "product_class": h.product_class,
+                        }
+                        for h in hits
+                    ],
+                }
+            )
+        )
+    else:
+        print_hits(args.query, hits)
+    return 0
+
+
 def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     """Golden-set metrics per ranker, challenger first."""
     table = Table(title="golden-set evaluation (whole catalog ranked per query)")
@@ -350,16 +492,43 @@ def print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     out.print(table)
 
 
+def demo_queries(data_dir: Path, n: int = 3) -> list[str]:
+    """Golden queries of ``n`` different product classes from the generated ``query.csv``."""
+    chosen: dict[str, str] = {}
+    lines = (data_dir / "query.csv").read_text(encoding="utf-8").splitlines()[1:]
+    for line in lines:
+        _, query, query_class = ([*line.split("\t"), "", ""])[:3]
+        if query and query_class and query_class not in chosen:
+            chosen[query_class] = query
+        if len(chosen) == n:
+            break
+    return list(chosen.values())
+
+
+def _demo_seed(settings: Settings, seed: int) -> int:
+    """The first demo uses ``seed``; each later one in the same home is next week's data."""
+    if settings.home.joinpath("demo-data").is_dir():
+        return seed + len(list(settings.home.joinpath("demo-data").glob("seed-*")))
+    return seed
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Generate the demo dataset and run both DAGs end to end on the embedded default."""
     from shelfguard.generator import generate
 
     settings.ensure_dirs()
-    data_dir = settings.home / "demo-data"
+    seed = _demo_seed(settings, args.seed)
+    data_dir = settings.home / "demo-data" / f"seed-{seed}"
+    before = status_payload(settings, limit=1)["champion"]
     out.rule("shelfguard demo (embedded: SQLite Airflow, DuckDB warehouse, SQLite ledger)")
     out.print(f"home: {settings.home}")
+    if before:
+        out.print(
+            f"a champion exists (v{before['version']}, run {before['run_id']}): this demo lands "
+            f"next week's data (seed {seed}) and the new model is judged against it"
+        )
     with _progress(True) as progress:
-        result = generate(data_dir, products=args.products, seed=args.seed, progress=progress)
+        result = generate(data_dir, products=args.products, seed=seed, progress=progress)
     out.print(
         f"1. generated {result.rows['product']:,} products, {result.rows['query']:,} golden queries,"
         f" {result.rows['label']:,} judgements, {result.rows['search_log']:,} search impressions"
@@ -368,6 +537,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     out.print(
         "2. catalog_refresh: ingest -> raw-data gate (GX) -> dbt via Cosmos -> "
         "training-data gate (GX) -> publish the marts Assets"
+        + (" -> incremental re-embedding with the champion -> index gate" if before else "")
     )
     outcome, summary = run_pipeline(settings, "catalog_refresh", str(data_dir), quiet=False)
     print_run(summary)
@@ -375,7 +545,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_CODES.get(outcome, 1)
     out.print(
         "3. search_model_retraining: training-data gate -> fine-tune all-MiniLM-L6-v2 "
-        "(local subprocess, the pod's entry point) -> evaluate -> evaluation gate"
+        "(local subprocess, the pod's entry point) -> evaluation gate -> embed the catalog "
+        "-> index gate -> approval -> promote"
     )
     outcome, summary = run_pipeline(settings, "search_model_retraining", None, quiet=False)
     print_run(summary)
@@ -383,11 +554,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     metrics = status["runs"][0].get("metrics") if status["runs"] else None
     if metrics:
         print_metrics(metrics)
+    champion = status["champion"]
+    if champion:
+        out.print(
+            f"champion v{champion['version']}: model {champion['model']['sha256'][:12]} + index "
+            f"{champion['index']['sha256'][:12]} (run {champion['run_id']})"
+        )
+        for query in demo_queries(data_dir):
+            _, hits = search_champion(settings, query, 5)
+            print_hits(query, hits)
     out.print(
-        "[dim]Not part of this demo yet: catalog re-embedding, the index gate, approval, "
-        "promotion and search.[/]"
+        f'next: .venv/bin/shelfguard status | search "QUERY" | rollback'
+        f"   (SHELFGUARD_HOME={settings.home})"
     )
-    out.print(f"status: .venv/bin/shelfguard status   (SHELFGUARD_HOME={settings.home})")
     return EXIT_CODES.get(outcome, 1)
 
 
@@ -433,6 +612,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--json", action="store_true", help="print the report JSON")
     rep.set_defaults(func=cmd_report)
+
+    for verb, what in (("approve", "approve"), ("reject", "reject")):
+        decide = sub.add_parser(verb, help=f"{what} the promotion a run waits for")
+        decide.add_argument("run_id", help="the run id from `shelfguard status`, or `latest`")
+        decide.add_argument(
+            "--by", required=True, help="your name, as listed in approval.approvers"
+        )
+        decide.add_argument("--comment", default="", help="why (kept in the ledger)")
+        decide.set_defaults(func=cmd_decide)
+
+    back = sub.add_parser("rollback", help="move the champion back to an earlier approved pair")
+    back.add_argument("--to", type=int, default=None, help="version (default: the one before)")
+    back.add_argument("--by", default=os.environ.get("USER") or "unknown", help="who rolls back")
+    back.add_argument("--reason", default="", help="why (kept in alias_history)")
+    back.set_defaults(func=cmd_rollback)
+
+    search = sub.add_parser("search", help="search the catalog with the champion model and index")
+    search.add_argument("query", help="what a shopper would type")
+    search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.set_defaults(func=cmd_search)
 
     demo = sub.add_parser("demo", help="generate demo data and run the pipeline end to end")
     demo.add_argument("--products", type=int, default=2000)

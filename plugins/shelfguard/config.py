@@ -12,7 +12,8 @@ production is a matter of settings, never of code.
 | ``SHELFGUARD_LEDGER_URL`` | ``sqlite:///$HOME/ledger.sqlite`` | governance ledger (SQLAlchemy URL) |
 | ``SHELFGUARD_ARTIFACT_ROOT`` | ``$HOME/artifacts`` | models, indexes (path or fsspec URL) |
 | ``SHELFGUARD_TRAINING_BACKEND`` | ``local`` | ``local`` subprocess or ``kubernetes`` pod |
-| ``SHELFGUARD_APPROVAL`` | ``auto`` | ``auto`` (embedded dev only) or ``required`` |
+| ``SHELFGUARD_APPROVAL_BACKEND`` | ``ledger`` | how a required approval is asked: ``ledger``
+  (``shelfguard approve`` / ``reject``) or ``hitl`` (Airflow's ApprovalOperator) |
 | ``SHELFGUARD_LANDING_DIR`` | ``$HOME/landing`` | where ``catalog_refresh`` looks for files |
 
 Kubernetes (``SHELFGUARD_TRAINING_BACKEND=kubernetes``) reads ``SHELFGUARD_K8S_*``:
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 TRAINING_BACKENDS = ("local", "kubernetes")
-APPROVAL_POLICIES = ("auto", "required")
+APPROVAL_BACKENDS = ("ledger", "hitl")
 
 
 class SettingsError(ValueError):
@@ -78,7 +79,7 @@ class Settings:
     ledger_url: str
     artifact_root: str
     training_backend: str
-    approval_policy: str
+    approval_backend: str
     landing_dir: Path
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
@@ -184,7 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ledger_url=env.get("SHELFGUARD_LEDGER_URL") or f"sqlite:///{home / 'ledger.sqlite'}",
         artifact_root=env.get("SHELFGUARD_ARTIFACT_ROOT") or str(home / "artifacts"),
         training_backend=_choice(env, "SHELFGUARD_TRAINING_BACKEND", "local", TRAINING_BACKENDS),
-        approval_policy=_choice(env, "SHELFGUARD_APPROVAL", "auto", APPROVAL_POLICIES),
+        approval_backend=_choice(env, "SHELFGUARD_APPROVAL_BACKEND", "ledger", APPROVAL_BACKENDS),
         landing_dir=Path(env.get("SHELFGUARD_LANDING_DIR") or home / "landing").resolve(),
         kubernetes=load_kubernetes_settings(env),
     )

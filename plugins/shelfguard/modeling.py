@@ -29,7 +29,7 @@ EXPORTS = {
         "SELECT query, product_id, grade, weight, split FROM marts.fct_training_pairs ORDER BY pair_id"
     ),
     "products.parquet": (
-        "SELECT product_id, text_to_embed, product_class, top_category, content_hash "
+        "SELECT product_id, product_name, text_to_embed, product_class, top_category, content_hash "
         "FROM marts.dim_products "
         "WHERE is_active ORDER BY product_id"
     ),

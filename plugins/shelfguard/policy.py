@@ -86,7 +86,10 @@ class ApprovalPolicy(_Strict):
 
     mode: Literal["auto", "required"] = "auto"
     approvers: list[str] = Field(default_factory=list)
-    timeout_minutes: int = Field(1440, ge=1)
+    timeout_minutes: float = Field(1440, gt=0, description="no answer by then means rejected")
+    #: An index rebuilt by ``catalog_refresh`` with the already-approved champion model
+    #: is approved by policy once the index gate passed ("auto"), or waits for a person.
+    index_refresh: Literal["auto", "required"] = "auto"
 
 
 class Policy(_Strict):

@@ -65,6 +65,8 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
         )
     elif outcome == "FAILED":
         verdict = f"FAILED: {run.message or 'a task failed; see the Airflow log'}"
+    elif outcome == "REJECTED":
+        verdict = f"REJECTED at approval: {run.message or 'see the decisions below'}"
     elif outcome == "RUNNING":
         verdict = "RUNNING: the run has not finished; this report is partial"
     else:
@@ -152,6 +154,14 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% for ref in ["champion", "base", "bm25"] if ref in g.metrics.slices %}<td>{{ "%.4f" | format(g.metrics.slices[ref][cls]["ndcg@10"]) if cls in g.metrics.slices[ref] else "" }}</td>{% endfor %}</tr>{% endfor %}
 </table></details>{% endif %}
 {% endfor %}
+{% if r.approvals or r.lineage.promoted_version or r.lineage.promotion_refused %}
+<h2>Approval and promotion</h2>
+{% if r.approvals %}<table><tr><th>decision</th><th>by</th><th>via</th><th>when</th><th>model</th><th>index</th><th>comment</th></tr>
+{% for a in r.approvals %}<tr class="{{ 'failrow' if a.decision == 'rejected' else '' }}"><td>{{ a.decision }}</td><td>{{ a.decided_by }}</td><td>{{ a.via }}</td><td>{{ a.decided_at }}</td>
+<td><code>{{ a.model_sha256[:12] }}</code></td><td><code>{{ a.index_sha256[:12] }}</code></td><td>{{ a.comment }}</td></tr>{% endfor %}</table>{% endif %}
+{% if r.lineage.promoted_version %}<p>The <b>champion</b> alias moved to version {{ r.lineage.promoted_version }}: this run's model and index, in one transaction.</p>{% endif %}
+{% if r.lineage.promotion_refused %}<p><b>Promotion refused</b>, the ledger lacks:</p><ul>{% for m in r.lineage.promotion_refused %}<li>{{ m }}</li>{% endfor %}</ul>{% endif %}
+{% endif %}
 
 <h2>Inputs</h2>
 {% if not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}

@@ -43,10 +43,13 @@ def start_run(context: Mapping[str, Any]) -> str:
     conf = _conf(context)
     policy = load_policy()
     ledger = open_ledger(settings.ledger_url)
+    dag_run = context.get("dag_run")
     ledger.start_run(
         run_id,
         dag_id,
-        triggered_by=conf.get("triggered_by") or os.environ.get("USER"),
+        triggered_by=conf.get("triggered_by")
+        or getattr(dag_run, "triggering_user_name", None)
+        or os.environ.get("USER"),
         lineage={
             "code_version": code_version(),
             "request_id": conf.get("request_id"),
@@ -175,6 +178,92 @@ def evaluation_gate(context: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics["overall"]}
 
 
+def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
+    """Write the config of a full catalog embedding with the blessed challenger."""
+    from shelfguard import indexing, modeling
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    result = modeling.read_json(
+        modeling.run_dir(settings, run_id) / "train_result.json", "training result"
+    )
+    prepared = context["ti"].xcom_pull(task_ids="prepare_training")
+    export = modeling.DatasetExport(
+        snapshot_id=str(result["data_snapshot_id"]), data_dir=Path(prepared["data_dir"]), rows={}
+    )
+    config = indexing.write_embed_config(settings, run_id, export, str(result["model_dir"]))
+    _, _, result_path = indexing.embed_paths(settings, run_id)
+    return {"embed_config": str(config), "embed_result": str(result_path)}
+
+
+def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
+    """With a champion: write the config of an incremental refresh of its index, else skip.
+
+    Only products that are new or whose text changed are encoded again, with the
+    champion's own model; deleted products are dropped.
+    """
+    from shelfguard import indexing, modeling
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = open_ledger(settings.ledger_url)
+    champion = ledger.get_alias("champion")
+    if champion is None:
+        ledger.update_lineage(run_id, index_refresh="skipped: no champion yet")
+        return None
+    snapshot = modeling.training_snapshot(ledger, run_id)
+    export = modeling.export_training_data(settings, snapshot)
+    config = indexing.write_embed_config(
+        settings, run_id, export, champion.model.uri, previous_index_dir=champion.index.uri
+    )
+    ledger.update_lineage(
+        run_id,
+        data_snapshot_id=snapshot,
+        model_sha256=champion.model.sha256,
+        previous_index_sha256=champion.index.sha256,
+    )
+    _, _, result_path = indexing.embed_paths(settings, run_id)
+    return {"embed_config": str(config), "embed_result": str(result_path)}
+
+
+def index_gate(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Register the run's index and gate it; a failure blocks the run at the index gate."""
+    from shelfguard import indexing
+
+    settings = load_settings()
+    run_id, _ = _run_ids(context)
+    ledger = open_ledger(settings.ledger_url)
+    run = ledger.get_run(run_id)
+    model_sha = str((run.lineage if run else {}).get("model_sha256") or "")
+    gate = indexing.run_index_gate(settings, load_policy().index, ledger, run_id, model_sha)
+    failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
+    if gate.status == "fail":
+        raise AirflowFailException(f"index gate blocked the index: {', '.join(failed)}")
+    return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics}
+
+
+def promote(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Move the champion alias to the run's (model, index) if the ledger holds every proof."""
+    from shelfguard.promotion import PromotionRefused
+    from shelfguard.promotion import promote as move_champion
+
+    settings = load_settings()
+    run_id, dag_id = _run_ids(context)
+    ledger = open_ledger(settings.ledger_url)
+    try:
+        alias = move_champion(ledger, load_policy(), run_id)
+    except PromotionRefused as exc:
+        ledger.update_lineage(run_id, promotion_refused=exc.missing)
+        raise AirflowFailException(str(exc)) from exc
+    kind = "index" if dag_id == "catalog_refresh" else "model"
+    ledger.update_lineage(run_id, promoted_version=alias.version, promoted=kind)
+    return {
+        "version": alias.version,
+        "model_sha256": alias.model.sha256,
+        "index_sha256": alias.index.sha256,
+    }
+
+
 def finalize(context: Mapping[str, Any]) -> str:
     """Decide the run's outcome from the ledger and the tasks' states, and record it.
 
@@ -208,11 +297,33 @@ def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str
         )
         ledger.finish_run(run_id, "BLOCKED", blocked_gate=gate.gate, message=reasons)
         raise AirflowFailException(f"BLOCKED at gate {gate.gate}: {reasons}")
+    rejection = _rejection(ledger, run_id)
+    if rejection:
+        ledger.finish_run(run_id, "REJECTED", message=rejection)
+        raise AirflowFailException(f"REJECTED: {rejection}")
     if failed_tasks:
         message = f"task(s) failed: {', '.join(failed_tasks)}"
         if not_run:
             message += f"; {not_run} task(s) downstream did not run"
         ledger.finish_run(run_id, "FAILED", message=message)
         raise AirflowFailException(f"FAILED: {message}")
-    ledger.finish_run(run_id, "OK")
+    run = ledger.get_run(run_id)
+    lineage = run.lineage if run else {}
+    if lineage.get("promoted") == "model":
+        promoted = f"champion v{lineage['promoted_version']}: this run's model and index"
+        ledger.finish_run(run_id, "PROMOTED", message=promoted)
+        return "PROMOTED"
+    refreshed = None
+    if lineage.get("promoted") == "index":
+        refreshed = f"champion index refreshed (v{lineage['promoted_version']})"
+    ledger.finish_run(run_id, "OK", message=refreshed)
     return "OK"
+
+
+def _rejection(ledger: Ledger, run_id: str) -> str | None:
+    """Why the run's pair was rejected, if its latest decision is a rejection."""
+    decisions = ledger.approvals(run_id)
+    if not decisions or decisions[-1].decision != "rejected":
+        return None
+    latest = decisions[-1]
+    return f"rejected by {latest.decided_by} via {latest.via}: {latest.comment or '-'}"

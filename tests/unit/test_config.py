@@ -18,7 +18,7 @@ def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.ledger_url == f"sqlite:///{home / 'ledger.sqlite'}"
     assert settings.artifact_root == str(home / "artifacts")
     assert settings.airflow_home == home / "airflow"
-    assert (settings.training_backend, settings.approval_policy) == ("local", "auto")
+    assert (settings.training_backend, settings.approval_backend) == ("local", "ledger")
 
 
 def test_two_homes_share_nothing(tmp_path: Path) -> None:
@@ -49,13 +49,13 @@ def test_overrides_switch_backends_without_code(tmp_path: Path) -> None:
             "SHELFGUARD_LEDGER_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/ledger",
             "SHELFGUARD_ARTIFACT_ROOT": "s3://bucket/shelfguard",
             "SHELFGUARD_TRAINING_BACKEND": "kubernetes",
-            "SHELFGUARD_APPROVAL": "required",
+            "SHELFGUARD_APPROVAL_BACKEND": "hitl",
         }
     )
     assert settings.warehouse_kind == "postgresql"
     assert settings.ledger_url.startswith("postgresql+psycopg2://")
     assert settings.artifact_root == "s3://bucket/shelfguard"
-    assert (settings.training_backend, settings.approval_policy) == ("kubernetes", "required")
+    assert (settings.training_backend, settings.approval_backend) == ("kubernetes", "hitl")
     with pytest.raises(SettingsError, match="not a DuckDB file"):
         _ = settings.duckdb_path
 
@@ -69,9 +69,9 @@ def test_overrides_switch_backends_without_code(tmp_path: Path) -> None:
             "SHELFGUARD_TRAINING_BACKEND='gpu' is not one of local, kubernetes",
         ),
         (
-            "SHELFGUARD_APPROVAL",
+            "SHELFGUARD_APPROVAL_BACKEND",
             "maybe",
-            "SHELFGUARD_APPROVAL='maybe' is not one of auto, required",
+            "SHELFGUARD_APPROVAL_BACKEND='maybe' is not one of ledger, hitl",
         ),
         ("SHELFGUARD_WAREHOUSE_URL", "mysql://x", "expected duckdb:///PATH or postgresql://"),
     ],

@@ -691,6 +691,16 @@ class Ledger:
 
     # ingestion
 
+    def gates_on_subject(self, gate: str, subject: str) -> list[GateRecord]:
+        """Every run's verdict of ``gate`` on ``subject`` (e.g. ``model:<sha>``), oldest first."""
+        query = (
+            sa.select(GateResult)
+            .where(GateResult.gate == gate, GateResult.subject == subject)
+            .order_by(GateResult.id)
+        )
+        with self._reading() as session:
+            return [_gate_record(row) for row in session.scalars(query)]
+
     def find_ingested_file(self, table_name: str, sha256: str) -> IngestFileRecord | None:
         """The earlier load of this file content into this table, or None."""
         with self._reading() as session:
@@ -816,6 +826,16 @@ class Ledger:
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
         """Every decision recorded for the run, oldest first."""
         query = sa.select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
+        with self._reading() as session:
+            return [_approval_record(row) for row in session.scalars(query)]
+
+    def approvals_of_pair(self, model_sha256: str, index_sha256: str) -> list[ApprovalRecord]:
+        """Every decision on this exact model + index pair, in any run, oldest first."""
+        query = (
+            sa.select(Approval)
+            .where(Approval.model_sha256 == model_sha256, Approval.index_sha256 == index_sha256)
+            .order_by(Approval.id)
+        )
         with self._reading() as session:
             return [_approval_record(row) for row in session.scalars(query)]
 

@@ -1,0 +1,272 @@
+"""Promotion and rollback: the ``champion`` alias moves only on evidence in the ledger.
+
+Promotion never looks at Airflow task states — a task can be marked "success"
+in the UI. :func:`check_promotion` re-reads the ledger and lists everything
+missing for the run's exact artifacts:
+
+- every gate in ``required_gates`` passed: the data gates (``ingest``,
+  ``raw_data``, ``training_data``…) for the data snapshot the model was trained
+  on, ``evaluation`` for the model's sha256, ``index`` for the index's sha256;
+  a failed verdict of a required gate in the run itself also refuses;
+- the index was built by that model (invariant 3);
+- the latest decision on that (model, index) pair in the run is an approval,
+  by policy only where the policy in force allows it, and never by the person
+  who triggered the run.
+
+Only then :func:`promote` moves the alias to (model, index) in one transaction
+(:meth:`shelfguard.ledger.Ledger.move_alias`, with an optimistic version check).
+:func:`rollback` moves it back to an earlier approved pair, recorded the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shelfguard.ledger import AliasRecord, ApprovalRecord, ArtifactRecord, Ledger, RunRecord
+from shelfguard.policy import Policy
+
+ALIAS = "champion"
+NONE = "(none recorded)"
+
+
+class PromotionRefused(RuntimeError):
+    """Promotion (or rollback) is not allowed; ``missing`` lists every reason."""
+
+    def __init__(self, run_id: str, missing: list[str]) -> None:
+        self.run_id = run_id
+        self.missing = missing
+        super().__init__(
+            f"promotion of {run_id} refused:\n" + "\n".join(f"  - {m}" for m in missing)
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a run would promote, once every check passed."""
+
+    run: RunRecord
+    snapshot_id: str
+    model: ArtifactRecord
+    index: ArtifactRecord
+    approval: ApprovalRecord
+
+
+def _passed(ledger: Ledger, gate: str, subject: str) -> bool:
+    """The newest verdict of ``gate`` on ``subject``, in any run, is a pass."""
+    results = ledger.gates_on_subject(gate, subject)
+    return bool(results) and results[-1].status in ("pass", "warn")
+
+
+def _source_runs(ledger: Ledger, snapshot_id: str) -> list[str]:
+    """Runs whose training-data gate passed on this data snapshot (newest first)."""
+    return [
+        g.run_id
+        for g in reversed(ledger.gates_on_subject("training_data", f"data:{snapshot_id}"))
+        if g.status in ("pass", "warn")
+    ]
+
+
+def _data_gate_passed(ledger: Ledger, gate: str, source_runs: list[str]) -> bool:
+    """A data gate passed in a run that produced (and gated) the snapshot."""
+    for run_id in source_runs:
+        results = [g for g in ledger.gate_results(run_id) if g.gate == gate]
+        if results and all(g.status in ("pass", "warn") for g in results):
+            return True
+    return False
+
+
+def latest_decision(
+    ledger: Ledger, run_id: str, model_sha256: str, index_sha256: str
+) -> ApprovalRecord | None:
+    """The newest decision on this pair in this run (a changed mind counts, not the first)."""
+    decisions = [
+        a
+        for a in ledger.approvals(run_id)
+        if a.model_sha256 == model_sha256 and a.index_sha256 == index_sha256
+    ]
+    return decisions[-1] if decisions else None
+
+
+def _approval_problems(
+    approval: ApprovalRecord | None, run: RunRecord, policy: Policy
+) -> list[str]:
+    if approval is None:
+        return ["approval: no decision is recorded for this model + index"]
+    if approval.decision != "approved":
+        return [f"approval: {approval.decided_by} rejected it ({approval.comment or 'no comment'})"]
+    problems = []
+    if approval.via == "policy" and (
+        policy.approval.mode != "auto" or approval.policy_sha256 != policy.sha256
+    ):
+        problems.append(
+            "approval: approved by policy, but the policy in force requires a person"
+            if policy.approval.mode != "auto"
+            else "approval: approved by a policy that is no longer the one in force"
+        )
+    if approval.via != "policy" and run.triggered_by and approval.decided_by == run.triggered_by:
+        problems.append(f"approval: {approval.decided_by} triggered the run and may not approve it")
+    return problems
+
+
+def _gate_problems(
+    ledger: Ledger,
+    policy: Policy,
+    run_id: str,
+    snapshot: str | None,
+    model_sha: str | None,
+    index_sha: str | None,
+) -> list[str]:
+    """Every required gate without a passing verdict for the exact artifacts."""
+    missing = []
+    sources = _source_runs(ledger, snapshot) if snapshot else []
+    for gate in policy.required_gates:
+        if gate == "training_data":
+            ok = bool(sources)
+            subject = f"data:{snapshot or NONE}"
+        elif gate == "evaluation":
+            subject = f"model:{model_sha or NONE}"
+            ok = bool(model_sha) and _passed(ledger, gate, subject)
+        elif gate == "index":
+            subject = f"index:{index_sha or NONE}"
+            ok = bool(index_sha) and _passed(ledger, gate, subject)
+        else:
+            subject = f"the runs that gated data:{snapshot or NONE}"
+            ok = _data_gate_passed(ledger, gate, [run_id, *sources])
+        if not ok:
+            missing.append(f"gate {gate}: no passing verdict for {subject}")
+    failed_here = sorted(
+        {
+            g.gate
+            for g in ledger.gate_results(run_id)
+            if g.status == "fail" and g.gate in policy.required_gates
+        }
+    )
+    missing.extend(f"gate {gate}: failed in this run" for gate in failed_here)
+    return missing
+
+
+def _artifact_problems(
+    model: ArtifactRecord | None,
+    index: ArtifactRecord | None,
+    model_sha: str | None,
+    index_sha: str | None,
+) -> list[str]:
+    missing = []
+    if model_sha and model is None:
+        missing.append(f"artifact: model {model_sha[:12]} is not registered")
+    if index_sha and index is None:
+        missing.append(f"artifact: index {index_sha[:12]} is not registered")
+    if index is not None and model_sha and index.meta.get("model_sha256") != model_sha:
+        missing.append(
+            f"pairing: index {index.sha256[:12]} was built by model "
+            f"{str(index.meta.get('model_sha256'))[:12]}, not {model_sha[:12]}"
+        )
+    return missing
+
+
+def check_promotion(ledger: Ledger, policy: Policy, run_id: str) -> Candidate:
+    """Everything promotion needs for ``run_id``, or :class:`PromotionRefused` listing what is missing."""
+    run = ledger.get_run(run_id)
+    if run is None:
+        raise PromotionRefused(run_id, [f"run {run_id} is not in the ledger"])
+    lineage = run.lineage
+    missing: list[str] = []
+    snapshot = lineage.get("data_snapshot_id")
+    model_sha = lineage.get("model_sha256")
+    index_sha = lineage.get("index_sha256")
+    for key, value in (
+        ("data snapshot", snapshot),
+        ("model", model_sha),
+        ("index", index_sha),
+    ):
+        if not value:
+            missing.append(f"lineage: the run recorded no {key}")
+    model = ledger.find_artifact("model", model_sha) if model_sha else None
+    index = ledger.find_artifact("index", index_sha) if index_sha else None
+    missing.extend(_artifact_problems(model, index, model_sha, index_sha))
+    missing.extend(_gate_problems(ledger, policy, run_id, snapshot, model_sha, index_sha))
+    approval = (
+        latest_decision(ledger, run_id, model_sha, index_sha) if model_sha and index_sha else None
+    )
+    missing.extend(_approval_problems(approval, run, policy))
+    if missing or model is None or index is None or approval is None or not snapshot:
+        raise PromotionRefused(run_id, missing or ["incomplete evidence"])
+    return Candidate(run=run, snapshot_id=snapshot, model=model, index=index, approval=approval)
+
+
+def promote(ledger: Ledger, policy: Policy, run_id: str) -> AliasRecord:
+    """Check the evidence, then move ``champion`` to the run's (model, index) in one transaction."""
+    before = ledger.get_alias(ALIAS)
+    candidate = check_promotion(ledger, policy, run_id)
+    return ledger.move_alias(
+        ALIAS,
+        candidate.model.id,
+        candidate.index.id,
+        moved_by=candidate.approval.decided_by,
+        reason=(
+            f"run {run_id}: every required gate passed; approved by "
+            f"{candidate.approval.decided_by} via {candidate.approval.via}"
+        ),
+        action="promote",
+        run_id=run_id,
+        expected_version=0 if before is None else before.version,
+    )
+
+
+def _approved(ledger: Ledger, model_sha256: str, index_sha256: str) -> bool:
+    decisions = ledger.approvals_of_pair(model_sha256, index_sha256)
+    return bool(decisions) and any(d.decision == "approved" for d in decisions)
+
+
+def rollback(
+    ledger: Ledger, *, moved_by: str, to_version: int | None = None, reason: str = ""
+) -> AliasRecord:
+    """Move ``champion`` back to the pair of an earlier version (default: the one before now).
+
+    The target pair must have been approved once; the move is recorded in
+    ``alias_history`` as a rollback.
+    """
+    current = ledger.get_alias(ALIAS)
+    if current is None:
+        raise PromotionRefused("rollback", ["there is no champion to roll back"])
+    history = ledger.alias_history(ALIAS)
+    pair = (current.model.id, current.index.id)
+    if to_version is None:
+        earlier = [
+            m
+            for m in history
+            if m.version < current.version and (m.model_artifact_id, m.index_artifact_id) != pair
+        ]
+        if not earlier:
+            raise PromotionRefused(
+                "rollback", ["the champion has no earlier version to go back to"]
+            )
+        target = earlier[-1]
+    else:
+        matches = [m for m in history if m.version == to_version]
+        if not matches:
+            versions = ", ".join(str(m.version) for m in history)
+            raise PromotionRefused(
+                "rollback", [f"champion has no version {to_version} (versions: {versions})"]
+            )
+        target = matches[0]
+    model = ledger.get_artifact(target.model_artifact_id)
+    index = ledger.get_artifact(target.index_artifact_id)
+    if model is None or index is None:
+        raise PromotionRefused(
+            "rollback", [f"version {target.version} points at missing artifacts"]
+        )
+    if not _approved(ledger, model.sha256, index.sha256):
+        raise PromotionRefused(
+            "rollback", [f"version {target.version}'s model + index pair was never approved"]
+        )
+    return ledger.move_alias(
+        ALIAS,
+        model.id,
+        index.id,
+        moved_by=moved_by,
+        reason=reason or f"rollback to version {target.version}",
+        action="rollback",
+        run_id=target.run_id,
+        expected_version=current.version,
+    )

@@ -1,0 +1,211 @@
+"""Promotion reads the ledger, lists what is missing, and moves model + index together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shelfguard.approval import ApprovalError, approve_by_policy, record_decision, wait_for_decision
+from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.policy import Policy
+from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
+
+GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
+
+
+def policy(mode: str = "required", **approval: object) -> Policy:
+    return Policy(
+        version=1,
+        required_gates=GATES,
+        approval={"mode": mode, "approvers": ["alice", "bob"], **approval},
+        sha256="p" * 64,
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+
+def refresh_run(ledger: Ledger, snapshot: str = "snap1") -> str:
+    """A catalog_refresh run whose data gates passed on ``snapshot``."""
+    run_id = f"catalog_refresh/{snapshot}"
+    ledger.start_run(run_id, "catalog_refresh", triggered_by="cron", lineage={})
+    ledger.record_gate(run_id, "ingest", "pass", subject="batch:1")
+    ledger.record_gate(run_id, "raw_data", "pass", subject="batch:1")
+    ledger.record_gate(run_id, "training_data", "pass", subject=f"data:{snapshot}")
+    return run_id
+
+
+def retraining_run(
+    ledger: Ledger,
+    name: str,
+    *,
+    snapshot: str = "snap1",
+    evaluation: str = "pass",
+    index_gate: str = "pass",
+    index_model: str | None = None,
+) -> str:
+    """A retraining run that trained model ``m-<name>`` and built index ``i-<name>``."""
+    run_id = f"search_model_retraining/{name}"
+    model, index = f"m-{name}", f"i-{name}"
+    ledger.start_run(run_id, "search_model_retraining", triggered_by="carol", lineage={})
+    ledger.record_gate(run_id, "training_data", "pass", subject=f"data:{snapshot}")
+    ledger.record_artifact("model", f"/models/{name}", model, produced_by_run=run_id)
+    ledger.record_artifact(
+        "index",
+        f"/indexes/{name}",
+        index,
+        produced_by_run=run_id,
+        meta={"model_sha256": index_model or model},
+    )
+    ledger.update_lineage(run_id, data_snapshot_id=snapshot, model_sha256=model, index_sha256=index)
+    ledger.record_gate(run_id, "evaluation", evaluation, subject=f"model:{model}")
+    ledger.record_gate(run_id, "index", index_gate, subject=f"index:{index}")
+    return run_id
+
+
+def test_nothing_recorded_lists_every_missing_piece(ledger: Ledger) -> None:
+    ledger.start_run("search_model_retraining/empty", "search_model_retraining", lineage={})
+    with pytest.raises(PromotionRefused) as refused:
+        check_promotion(ledger, policy(), "search_model_retraining/empty")
+    text = "\n".join(refused.value.missing)
+    for piece in ("data snapshot", "no model", "no index", "approval: no decision"):
+        assert piece in text
+    for gate in GATES:
+        assert f"gate {gate}:" in text
+
+
+def test_approved_run_promotes_model_and_index_together(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "a")
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    alias = promote(ledger, policy(), run_id)
+    assert (alias.version, alias.model.sha256, alias.index.sha256) == (1, "m-a", "i-a")
+    (move,) = ledger.alias_history()
+    assert (move.action, move.moved_by, move.run_id) == ("promote", "alice", run_id)
+    # A retried promotion is a no-op: no second version.
+    assert promote(ledger, policy(), run_id).version == 1
+
+
+def test_failed_gate_refuses_even_when_approved(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "bad", evaluation="fail")
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    with pytest.raises(PromotionRefused) as refused:
+        promote(ledger, policy(), run_id)
+    assert "gate evaluation: no passing verdict for model:m-bad" in refused.value.missing
+    assert "gate evaluation: failed in this run" in refused.value.missing
+    assert ledger.get_alias("champion") is None
+
+
+def test_data_gates_must_have_passed_for_the_snapshot_trained_on(ledger: Ledger) -> None:
+    refresh_run(ledger, "snap1")
+    run_id = retraining_run(ledger, "x", snapshot="snap2")
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    with pytest.raises(PromotionRefused) as refused:
+        check_promotion(ledger, policy(), run_id)
+    missing = refused.value.missing
+    assert any(m.startswith("gate ingest:") for m in missing)
+    assert any(m.startswith("gate raw_data:") for m in missing)
+
+
+def test_index_built_by_another_model_is_refused(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "mixed", index_model="m-other")
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    with pytest.raises(PromotionRefused) as refused:
+        check_promotion(ledger, policy(), run_id)
+    assert any(m.startswith("pairing: index i-mixed") for m in refused.value.missing)
+
+
+def test_rejection_and_changed_mind(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "r")
+    record_decision(ledger, policy(), run_id, "rejected", "bob", via="cli", comment="not now")
+    with pytest.raises(PromotionRefused, match="bob rejected it"):
+        promote(ledger, policy(), run_id)
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    assert promote(ledger, policy(), run_id).model.sha256 == "m-r"
+
+
+def test_who_may_decide(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "who")
+    with pytest.raises(ApprovalError, match="carol triggered run"):
+        record_decision(ledger, policy(), run_id, "approved", "carol", via="cli")
+    with pytest.raises(ApprovalError, match="mallory is not an approver"):
+        record_decision(ledger, policy(), run_id, "approved", "mallory", via="cli")
+    with pytest.raises(ApprovalError, match="not in the ledger"):
+        record_decision(ledger, policy(), "nope", "approved", "alice", via="cli")
+    assert ledger.approvals(run_id) == []
+
+
+def test_policy_approval_counts_only_while_the_policy_says_auto(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "auto")
+    approve_by_policy(ledger, policy("auto"), run_id, "embedded development")
+    with pytest.raises(PromotionRefused, match="the policy in force requires a person"):
+        check_promotion(ledger, policy("required"), run_id)
+    changed = policy("auto").model_copy(update={"sha256": "q" * 64})
+    with pytest.raises(PromotionRefused, match="no longer the one in force"):
+        check_promotion(ledger, changed, run_id)
+    assert promote(ledger, policy("auto"), run_id).version == 1
+
+
+def test_no_answer_before_the_timeout_is_a_rejection(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "late")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    decision = wait_for_decision(
+        ledger, policy(), run_id, timeout_seconds=30, clock=lambda: now[0], sleep=sleep
+    )
+    assert (decision.decision, decision.via) == ("rejected", "timeout")
+    assert now[0] >= 30
+    with pytest.raises(PromotionRefused, match="rejected it"):
+        promote(ledger, policy(), run_id)
+
+
+def test_a_decision_ends_the_wait(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "quick")
+    calls = []
+
+    def sleep(seconds: float) -> None:
+        calls.append(seconds)
+        record_decision(ledger, policy(), run_id, "approved", "bob", via="cli")
+
+    decision = wait_for_decision(ledger, policy(), run_id, timeout_seconds=3600, sleep=sleep)
+    assert (decision.decision, decision.decided_by, len(calls)) == ("approved", "bob", 1)
+
+
+def test_rollback_goes_back_to_the_previous_approved_pair(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    first, second = retraining_run(ledger, "v1"), retraining_run(ledger, "v2")
+    for run_id in (first, second):
+        record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+        promote(ledger, policy(), run_id)
+    assert ledger.get_alias().model.sha256 == "m-v2"  # type: ignore[union-attr]
+    back = rollback(ledger, moved_by="bob", reason="v2 answers worse")
+    assert (back.version, back.model.sha256, back.index.sha256) == (3, "m-v1", "i-v1")
+    assert ledger.alias_history()[-1].action == "rollback"
+    forward = rollback(ledger, moved_by="bob", to_version=2)
+    assert forward.model.sha256 == "m-v2"
+    with pytest.raises(PromotionRefused, match="no version 9"):
+        rollback(ledger, moved_by="bob", to_version=9)
+
+
+def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(PromotionRefused, match="no champion"):
+        rollback(ledger, moved_by="bob")
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "only")
+    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    promote(ledger, policy(), run_id)
+    with pytest.raises(PromotionRefused, match="no earlier version"):
+        rollback(ledger, moved_by="bob")
