@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 # Creates the virtualenv and installs the pinned dependencies (only when the pins change).
 $(STAMP): constraints.txt pyproject.toml training/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" -e ./training
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,production]" -e ./training
 	touch $@
 
 # Cosmos renders the dbt task groups from this manifest; rebuilt when the dbt project changes.
