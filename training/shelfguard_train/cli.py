@@ -7,6 +7,11 @@ The training pod's ENTRYPOINT and the local subprocess backend both run this. Pr
 goes to stderr; the result goes to stdout as one JSON document (and to
 ``--result-out`` when given), so the orchestrator reads it without parsing logs.
 
+``--config`` and ``--result-out`` may be fsspec URIs (``s3://``, ``gs://``, ``file://``…),
+as may the path fields inside a config: ``storage.staged`` downloads the inputs, runs
+the verb on local paths, uploads the outputs and writes the result (reporting the
+URIs) last.
+
 Exit codes: 0 success, 2 bad input (config, data contract, missing model: one line on
 stderr, no traceback), 1 anything unexpected (with its traceback, it is a bug).
 """
@@ -18,8 +23,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from shelfguard_train.config import (
     ConfigError,
@@ -27,10 +33,10 @@ from shelfguard_train.config import (
     EvalConfig,
     TrainConfig,
     config_help,
-    load_config,
 )
 from shelfguard_train.data import DataContractError
 from shelfguard_train.embed import EmbedError
+from shelfguard_train.storage import AnyConfig, staged, write_result
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]
 
@@ -53,17 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (JSON or YAML):\n" + config_help(TrainConfig),
     )
-    train.add_argument("--config", required=True, type=Path, help="TrainConfig file")
-    train.add_argument("--result-out", type=Path, help="also write the result JSON here")
+    train.add_argument("--config", required=True, help="TrainConfig file or URI")
+    train.add_argument("--result-out", help="also write the result JSON here (path or URI)")
     evaluate = commands.add_parser(
         "evaluate",
         help="score models and BM25 on the golden set",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (JSON or YAML):\n" + config_help(EvalConfig),
     )
-    evaluate.add_argument("--config", required=True, type=Path, help="EvalConfig file")
+    evaluate.add_argument("--config", required=True, help="EvalConfig file or URI")
     evaluate.add_argument(
-        "--result-out", type=Path, help="also write the report here (besides output_path)"
+        "--result-out", help="also write the report here, besides output_path (path or URI)"
     )
     embed = commands.add_parser(
         "embed",
@@ -71,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (JSON or YAML):\n" + config_help(EmbedConfig),
     )
-    embed.add_argument("--config", required=True, type=Path, help="EmbedConfig file")
-    embed.add_argument("--result-out", type=Path, help="also write the result JSON here")
+    embed.add_argument("--config", required=True, help="EmbedConfig file or URI")
+    embed.add_argument("--result-out", help="also write the result JSON here (path or URI)")
     check = commands.add_parser(
         "check-index", help="measure an index: coverage, vectors, model, ANN recall, canaries"
     )
@@ -83,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--sample-size", type=int, default=500, help="ANN recall sample")
     check.add_argument("--k", type=int, default=10, help="cut-off for recall and canaries")
     check.add_argument("--seed", type=int, default=42, help="seeds the ANN recall sample")
-    check.add_argument("--result-out", type=Path, help="also write the result JSON here")
+    check.add_argument("--result-out", help="also write the result JSON here (path or URI)")
     return parser
 
 
@@ -107,21 +113,45 @@ def _quiet_progress_bars() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def _run(args: argparse.Namespace) -> dict[str, object]:
+def _train(config: TrainConfig) -> dict[str, Any]:
+    from shelfguard_train.train import train
+
+    return train(config).to_dict()
+
+
+def _evaluate(config: EvalConfig) -> dict[str, Any]:
+    from shelfguard_train.evaluate import evaluate
+
+    return evaluate(config).to_dict()
+
+
+def _embed(config: EmbedConfig) -> dict[str, Any]:
+    from shelfguard_train.embed import embed
+
+    return embed(config).to_dict()
+
+
+def _staged_run(
+    config_cls: type[AnyConfig],
+    run: Callable[[AnyConfig], dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    # Inputs staged in before, outputs and then the result written out after a success.
+    with staged(config_cls, args.config, args.result_out) as (config, finish):
+        return finish(run(config))
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "train":
-        from shelfguard_train.train import train
-
-        return train(load_config(args.config, TrainConfig)).to_dict()
+        return _staged_run(TrainConfig, _train, args)
     if args.command == "embed":
-        from shelfguard_train.embed import embed
-
-        return embed(load_config(args.config, EmbedConfig)).to_dict()
+        return _staged_run(EmbedConfig, _embed, args)
     if args.command == "check-index":
         from shelfguard_train.embed import check_index
 
         if args.sample_size < 1 or args.k < 1:
             raise ConfigError("--sample-size and --k must be >= 1")
-        return check_index(
+        result = check_index(
             args.index_dir,
             args.products,
             args.model_dir,
@@ -130,9 +160,10 @@ def _run(args: argparse.Namespace) -> dict[str, object]:
             k=args.k,
             seed=args.seed,
         )
-    from shelfguard_train.evaluate import evaluate
-
-    return evaluate(load_config(args.config, EvalConfig)).to_dict()
+        if args.result_out is not None:
+            write_result(args.result_out, result)
+        return result
+    return _staged_run(EvalConfig, _evaluate, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,10 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataContractError, EmbedError) as exc:
         print(f"shelfguard_train {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.result_out is not None:
-        from shelfguard_train.evaluate import write_json
-
-        write_json(args.result_out, result)
     json.dump(result, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     return EXIT_OK
