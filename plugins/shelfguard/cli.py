@@ -7,6 +7,7 @@ Exit codes: 0 OK / PROMOTED, 1 FAILED or an error, 2 bad usage or input,
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -178,6 +179,8 @@ def run_pipeline(
     from shelfguard.embedded import EmbeddedRunError, run_dag
 
     conf = dict(extra_conf or {})
+    # Who asked for the run: they may not approve its promotion.
+    conf.setdefault("triggered_by", os.environ.get("USER") or getpass.getuser())
     if source:
         conf["source"] = str(Path(source).resolve())
     settings.ensure_dirs()

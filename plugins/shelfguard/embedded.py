@@ -127,6 +127,12 @@ def run_dag(
     if not dag_file.is_file():
         known = sorted(p.stem for p in (project_root() / "dags").glob("*.py"))
         raise EmbeddedRunError(f"unknown DAG {dag_id!r}; known DAGs: {', '.join(known)}")
+    if settings.approval_backend == "hitl":
+        # `airflow dags test` never times a HITL task out and never returns while it waits.
+        raise EmbeddedRunError(
+            "SHELFGUARD_APPROVAL_BACKEND=hitl needs a running Airflow (api-server, scheduler): "
+            "the embedded runner uses the ledger backend (shelfguard approve / reject)"
+        )
     ensure_airflow_db(settings)
     ensure_dbt_manifest(settings)
     request_id = uuid.uuid4().hex

@@ -81,3 +81,14 @@ def test_everything_else_is_a_recorded_rejection(
         complete(event)
     (decision,) = ledger.approvals(RUN_ID)
     assert (decision.decision, decision.decided_by, decision.via) == ("rejected", who, via)
+
+
+def test_the_embedded_runner_refuses_the_hitl_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shelfguard.cli import main
+
+    monkeypatch.setenv("SHELFGUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHELFGUARD_APPROVAL_BACKEND", "hitl")
+    assert main(["run", "search_model_retraining", "--json"]) == 2
+    assert "needs a running Airflow" in capsys.readouterr().err.replace("\n", " ")
