@@ -39,6 +39,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+# Benchmarks (BENCHMARKS.md): every stage against its baseline, printed as a table and
+# written as JSON to BENCH_OUT. BENCH_SCALE=tiny is a quick smoke run.
+BENCH_SCALE ?= full
+BENCH_OUT ?= .shelfguard/bench.json
+
+bench: $(STAMP) $(MANIFEST)
+	BENCH_SCALE=$(BENCH_SCALE) BENCH_OUT=$(BENCH_OUT) $(BIN)/python -m benchmarks.run
+
 # Refreshes constraints.txt from the current virtualenv (after changing a range in pyproject.toml).
 lock: $(STAMP)
 	{ echo "# Exact versions tested together (pip -c constraints.txt). Regenerate with: make lock"; \
