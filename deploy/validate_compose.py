@@ -75,9 +75,12 @@ SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
 # Modules a URL scheme needs; Airflow 3 opens its metadata database with an async engine too.
+# A scheme without a driver gets SQLAlchemy 2.1's default, psycopg 3.
 DRIVERS = {
-    "postgresql": ("psycopg2", "asyncpg"),
-    "db+postgresql": ("psycopg2",),
+    "postgresql": ("psycopg", "asyncpg"),
+    "postgresql+psycopg2": ("psycopg2", "asyncpg"),
+    "db+postgresql": ("psycopg",),
+    "db+postgresql+psycopg2": ("psycopg2",),
     "redis": ("redis", "celery"),
 }
 SIMPLE_ROLES = ("viewer", "user", "op", "admin")  # in order; "user" and up may answer HITL
@@ -673,7 +676,6 @@ def _check_drivers(compose: Compose) -> list[str]:
     problems = []
     for key in SHARED_AIRFLOW_ENV[1:4]:
         scheme = env.get(key, "").split("://", 1)[0]  # postgresql+psycopg2, db+postgresql, redis
-        scheme = scheme if scheme.startswith("db+") else scheme.split("+", 1)[0]
         for module in DRIVERS.get(scheme, ()):
             if importlib.util.find_spec(module) is None:
                 problems.append(

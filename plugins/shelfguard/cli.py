@@ -144,7 +144,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     ledger = _ledger(settings)
     try:
         with _progress(not args.json) as progress:
-            manifest = ingest(Path(args.source), settings.duckdb_path, ledger, progress=progress)
+            manifest = ingest(Path(args.source), settings.warehouse_url, ledger, progress=progress)
     except IngestError as exc:
         raise UsageError(f"ingest refused: {exc}") from exc
     finally:
@@ -206,6 +206,15 @@ def run_pipeline(
             summary["gates"] = [
                 {"name": g.gate, "status": g.status} for g in ledger.gate_results(result.run.run_id)
             ]
+            decisions = ledger.approvals(result.run.run_id)
+            if decisions:
+                latest = decisions[-1]
+                summary["approval"] = {
+                    "decision": latest.decision,
+                    "decided_by": latest.decided_by,
+                    "via": latest.via,
+                    "comment": latest.comment,
+                }
             from shelfguard.reports import report_path
 
             report = report_path(settings, result.run.run_id)
@@ -236,6 +245,12 @@ def print_run(summary: dict[str, Any]) -> None:
             else ""
         )
         out.print(f"  gate {name:<20} {mark}{count}")
+    approval = summary.get("approval")
+    if approval:
+        out.print(
+            f"  approval {approval['decision']} by {approval['decided_by']} via {approval['via']}"
+            + (f": {approval['comment']}" if approval["comment"] else "")
+        )
     if summary.get("message"):
         out.print(f"  {summary['message']}")
     if summary.get("report"):

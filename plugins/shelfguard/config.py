@@ -170,6 +170,16 @@ def load_kubernetes_settings(env: Mapping[str, str]) -> KubernetesSettings:
     )
 
 
+def _psycopg2(url: str) -> str:
+    """``postgresql://`` with the driver this project installs (SQLAlchemy 2.1's default
+    for a bare scheme is psycopg 3, which it does not)."""
+    return (
+        "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+        if url.startswith("postgresql://")
+        else url
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -181,8 +191,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     return Settings(
         home=home,
-        warehouse_url=warehouse_url,
-        ledger_url=env.get("SHELFGUARD_LEDGER_URL") or f"sqlite:///{home / 'ledger.sqlite'}",
+        warehouse_url=_psycopg2(warehouse_url),
+        ledger_url=_psycopg2(
+            env.get("SHELFGUARD_LEDGER_URL") or f"sqlite:///{home / 'ledger.sqlite'}"
+        ),
         artifact_root=env.get("SHELFGUARD_ARTIFACT_ROOT") or str(home / "artifacts"),
         training_backend=_choice(env, "SHELFGUARD_TRAINING_BACKEND", "local", TRAINING_BACKENDS),
         approval_backend=_choice(env, "SHELFGUARD_APPROVAL_BACKEND", "ledger", APPROVAL_BACKENDS),

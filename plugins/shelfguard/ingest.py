@@ -10,12 +10,31 @@ to copy their original bytes into quarantine. Guarantees:
   stops the whole batch before anything is written;
 - the same file content is loaded into the same table once: re-ingesting is a
   no-op (invariant 7).
+
+The warehouse is the DuckDB file of the embedded default or a PostgreSQL database
+(``SHELFGUARD_WAREHOUSE_URL``). On PostgreSQL the parsing and the quarantine decisions
+are the same DuckDB code, run in an in-memory database; the accepted and quarantined
+rows of every file of the batch are then bulk-loaded with ``COPY ... FROM STDIN`` in
+ONE PostgreSQL transaction, under a transaction-level advisory lock so that two
+ingests into the same warehouse run one after the other. The tables and their column
+names and types are the DuckDB ones (``BIGINT``, ``VARCHAR``, ``double precision``,
+``timestamp``, ``bytea`` for the original bytes). One rule is PostgreSQL's own: its
+text cannot hold a NUL character, so a line with one in a text field is quarantined
+there (reason ``nul_character``) where DuckDB would accept it.
+
+The ledger is another database, so the batch cannot commit in both at once. The order
+is the same on both warehouses: the warehouse transaction commits first, the manifest
+is recorded in the ledger after it. A crash in between leaves rows the ledger does not
+know of, never a ledger entry without its rows; the next ingest of the same files then
+loads them again, replacing the rows of the same file content (matched on
+``_file_sha256``), so nothing is duplicated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +135,8 @@ _REASONS = {
     "LINE SIZE OVER MAXIMUM": "line_too_long",
 }
 BLANK_LINE = "blank_line"
+#: PostgreSQL only: its text type cannot store U+0000, which DuckDB accepts.
+NUL_CHARACTER = "nul_character"
 
 
 @dataclass(frozen=True)
@@ -332,20 +353,19 @@ def _parse_file(con: duckdb.DuckDBPyConnection, item: _Scanned) -> _Parsed:
     return _Parsed(item, temp_table, accepted, quarantined)
 
 
-def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) -> FileManifest:
-    """Replace this file's rows in ``raw.*`` and ``quarantine.*`` (inside the batch transaction)."""
-    item, quarantined = parsed.item, parsed.quarantined
-    spec = item.spec
-    rows_read = item.data_lines
+def _accepted_line_numbers(parsed: _Parsed) -> np.ndarray:
+    """Source line of every accepted row, in row order (rowid i -> element i)."""
     # DuckDB keeps the file's row order, so accepted row i sits on the i-th line not quarantined.
-    line_numbers = np.setdiff1d(
-        np.arange(2, rows_read + 2, dtype=np.int64),
-        np.array([line for line, _, _ in quarantined], dtype=np.int64),
+    return np.setdiff1d(
+        np.arange(2, parsed.item.data_lines + 2, dtype=np.int64),
+        np.array([line for line, _, _ in parsed.quarantined], dtype=np.int64),
         assume_unique=True,
     )
-    con.register(
-        "_lines", pa.table({"_idx": np.arange(parsed.accepted), "_line_number": line_numbers})
-    )
+
+
+def _register_quarantined(con: duckdb.DuckDBPyConnection, parsed: _Parsed) -> None:
+    """The quarantined lines, with their original bytes, as the DuckDB view ``_quarantined``."""
+    item, quarantined = parsed.item, parsed.quarantined
     with item.path.open("rb") as handle:
         originals = [item.line_bytes(handle, line) for line, _, _ in quarantined]
     con.register(
@@ -359,6 +379,37 @@ def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) 
             }
         ),
     )
+
+
+def _file_manifest(parsed: _Parsed) -> FileManifest:
+    item, quarantined = parsed.item, parsed.quarantined
+    by_reason: dict[str, int] = {}
+    for _, reason, _ in quarantined:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    return FileManifest(
+        file_name=item.path.name,
+        table=f"raw.{item.spec.table}",
+        sha256=item.sha256,
+        bytes=item.size,
+        rows_read=item.data_lines,
+        rows_accepted=parsed.accepted,
+        rows_quarantined=len(quarantined),
+        quarantine_by_reason=dict(sorted(by_reason.items())),
+        extra_columns=item.extra_columns,
+    )
+
+
+def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) -> FileManifest:
+    """Replace this file's rows in ``raw.*`` and ``quarantine.*`` (inside the batch transaction)."""
+    item = parsed.item
+    spec = item.spec
+    con.register(
+        "_lines",
+        pa.table(
+            {"_idx": np.arange(parsed.accepted), "_line_number": _accepted_line_numbers(parsed)}
+        ),
+    )
+    _register_quarantined(con, parsed)
     con.execute(f"DELETE FROM raw.{spec.table} WHERE _file_sha256 = ?", [item.sha256])
     con.execute(f"DELETE FROM quarantine.{spec.table} WHERE file_sha256 = ?", [item.sha256])
     cols = ", ".join(f'"{name}"' for name in spec.columns)
@@ -376,20 +427,7 @@ def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) 
     con.unregister("_lines")
     con.unregister("_quarantined")
     con.execute(f"DROP TABLE {parsed.temp_table}")
-    by_reason: dict[str, int] = {}
-    for _, reason, _ in quarantined:
-        by_reason[reason] = by_reason.get(reason, 0) + 1
-    return FileManifest(
-        file_name=item.path.name,
-        table=f"raw.{spec.table}",
-        sha256=item.sha256,
-        bytes=item.size,
-        rows_read=rows_read,
-        rows_accepted=parsed.accepted,
-        rows_quarantined=len(quarantined),
-        quarantine_by_reason=dict(sorted(by_reason.items())),
-        extra_columns=item.extra_columns,
-    )
+    return _file_manifest(parsed)
 
 
 def _from_record(record: IngestFileRecord) -> FileManifest:
@@ -415,9 +453,260 @@ def batch_id_for(items: Sequence[_Scanned]) -> str:
     return "batch-" + digest.hexdigest()[:16]
 
 
+def _load_duckdb(
+    duckdb_path: Path, todo: Sequence[_Scanned], batch_id: str, progress: Progress | None
+) -> dict[str, FileManifest]:
+    """Parse and load into the DuckDB file: ONE transaction for the whole batch."""
+    loaded: dict[str, FileManifest] = {}
+    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(duckdb_path))
+    try:
+        _ensure_tables(con)
+        parsed = []
+        for number, item in enumerate(todo, start=1):
+            if progress:
+                progress(f"parsing {item.path.name}", number - 1, len(todo))
+            parsed.append(_parse_file(con, item))
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for result in parsed:
+                loaded[result.item.spec.table] = _write_file(con, result, batch_id)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+    return loaded
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL warehouse
+# --------------------------------------------------------------------------------------
+
+_PG_TYPES = {
+    "DOUBLE": "double precision",
+    "BLOB": "bytea",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+}
+#: Key of the transaction-level advisory lock that serialises ingests into one warehouse.
+PG_INGEST_LOCK = 0x5347_494E_4745_5354  # "SGINGEST"
+# PostgreSQL's CSV format is what DuckDB writes: "," delimiter, '"' quoting, NULL as an
+# empty unquoted field, an empty string as "".
+_PG_COPY = "FROM STDIN WITH (FORMAT csv, HEADER false)"
+_RAW_META = ("_line_number", "_batch_id", "_file_sha256", "_ingested_at")
+_QUARANTINE_COLUMNS = {
+    "batch_id": "VARCHAR",
+    "file_name": "VARCHAR",
+    "file_sha256": "VARCHAR",
+    "line_number": "BIGINT",
+    "reason": "VARCHAR",
+    "detail": "VARCHAR",
+    "original_line": "BLOB",
+    "quarantined_at": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def _pg_type(sql_type: str) -> str:
+    return _PG_TYPES.get(sql_type, sql_type)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def pg_table_ddl() -> list[str]:
+    """The PostgreSQL statements creating ``raw.*`` and ``quarantine.*`` (idempotent)."""
+    statements = ["CREATE SCHEMA IF NOT EXISTS raw", "CREATE SCHEMA IF NOT EXISTS quarantine"]
+    quarantine_cols = ", ".join(f"{n} {_pg_type(t)}" for n, t in _QUARANTINE_COLUMNS.items())
+    for spec in SPECS:
+        cols = ", ".join(f'"{name}" {_pg_type(t)}' for name, t in spec.columns.items())
+        statements += [
+            f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, _line_number BIGINT, "
+            "_batch_id VARCHAR, _file_sha256 VARCHAR, _ingested_at timestamptz)",
+            # Re-ingesting replaces a file's rows by its hash, and the gates read a batch by it.
+            f"CREATE INDEX IF NOT EXISTS {spec.table}_file_sha256_idx "
+            f"ON raw.{spec.table} (_file_sha256)",
+            f"CREATE TABLE IF NOT EXISTS quarantine.{spec.table} ({quarantine_cols})",
+        ]
+    return statements
+
+
+def pg_connect(url: str) -> Any:
+    """A psycopg2 connection (transaction open on first statement) from a SQLAlchemy URL."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
+    args: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
+    args.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
+    connection = psycopg2.connect(**args)
+    connection.set_client_encoding("UTF8")
+    return connection
+
+
+def _split_nul_rows(con: duckdb.DuckDBPyConnection, parsed: _Parsed) -> tuple[_Parsed, str]:
+    """Quarantine accepted rows with a NUL in a text field; return them and the numbered rows.
+
+    Registers ``_lines`` (row -> source line) first: the row numbers are those DuckDB
+    gave while parsing, before anything moved to quarantine here.
+    """
+    item = parsed.item
+    con.register(
+        "_lines",
+        pa.table(
+            {"_idx": np.arange(parsed.accepted), "_line_number": _accepted_line_numbers(parsed)}
+        ),
+    )
+    numbered = (
+        f"(SELECT t.*, l._line_number FROM (SELECT *, rowid AS _idx FROM {parsed.temp_table}) "
+        "AS t JOIN _lines AS l USING (_idx))"
+    )
+    texts = [name for name, sql_type in item.spec.columns.items() if sql_type == "VARCHAR"]
+    if not texts:
+        return parsed, numbered
+    flags = ", ".join(f'coalesce(contains("{name}", chr(0)), false)' for name in texts)
+    found = con.execute(
+        f"SELECT _line_number, [{flags}] AS flags FROM {numbered} "
+        f"WHERE list_bool_or([{flags}]) ORDER BY _line_number"
+    ).fetchall()
+    if not found:
+        return parsed, numbered
+    extra = [
+        (
+            int(line),
+            NUL_CHARACTER,
+            "NUL character in "
+            + ", ".join(name for name, flag in zip(texts, flags_, strict=True) if flag)
+            + ": PostgreSQL text cannot store it",
+        )
+        for line, flags_ in found
+    ]
+    con.register("_nul_lines", pa.table({"_line_number": [line for line, _, _ in extra]}))
+    filtered = f"(SELECT * FROM {numbered} ANTI JOIN _nul_lines USING (_line_number))"
+    updated = _Parsed(
+        item, parsed.temp_table, parsed.accepted - len(extra), sorted(parsed.quarantined + extra)
+    )
+    return updated, filtered
+
+
+def _pg_write_file(
+    con: duckdb.DuckDBPyConnection,
+    cur: Any,
+    parsed: _Parsed,
+    batch_id: str,
+    ingested_at: str,
+    workdir: Path,
+) -> FileManifest:
+    """Replace this file's rows in PostgreSQL (inside the batch transaction) with COPY."""
+    spec, item = parsed.item.spec, parsed.item
+    parsed, rows_sql = _split_nul_rows(con, parsed)
+    _register_quarantined(con, parsed)
+    cols = ", ".join(f'"{name}"' for name in spec.columns)
+    raw_csv, quarantine_csv = workdir / f"raw_{spec.table}.csv", workdir / f"q_{spec.table}.csv"
+    stamp = _sql_str(ingested_at)
+    con.execute(
+        f"COPY (SELECT {cols}, _line_number, {_sql_str(batch_id)}, {_sql_str(item.sha256)}, "
+        f"{stamp} FROM {rows_sql} ORDER BY _line_number) "
+        f"TO {_sql_str(str(raw_csv))} (FORMAT csv, HEADER false)"
+    )
+    con.execute(
+        f"COPY (SELECT {_sql_str(batch_id)}, {_sql_str(item.path.name)}, {_sql_str(item.sha256)}, "
+        "line_number, reason, replace(detail, chr(0), '\\0'), '\\x' || hex(original_line), "
+        f"{stamp} FROM _quarantined ORDER BY line_number) "
+        f"TO {_sql_str(str(quarantine_csv))} (FORMAT csv, HEADER false)"
+    )
+    for view in ("_lines", "_quarantined", "_nul_lines"):
+        con.unregister(view)
+    con.execute(f"DROP TABLE {parsed.temp_table}")
+
+    cur.execute(f"DELETE FROM raw.{spec.table} WHERE _file_sha256 = %s", [item.sha256])
+    cur.execute(f"DELETE FROM quarantine.{spec.table} WHERE file_sha256 = %s", [item.sha256])
+    targets = (
+        (f"raw.{spec.table} ({cols}, {', '.join(_RAW_META)})", raw_csv, parsed.accepted),
+        (
+            f"quarantine.{spec.table} ({', '.join(_QUARANTINE_COLUMNS)})",
+            quarantine_csv,
+            len(parsed.quarantined),
+        ),
+    )
+    for table, path, expected in targets:
+        with path.open("rb") as data:
+            cur.copy_expert(f"COPY {table} {_PG_COPY}", data)
+        if cur.rowcount != expected:
+            raise IngestError(
+                f"{item.path.name}: {expected} rows to load into {table.split(' ')[0]} but "
+                f"PostgreSQL copied {cur.rowcount}; refusing to lose rows silently"
+            )
+        path.unlink()
+    return _file_manifest(parsed)
+
+
+def _load_postgres(
+    url: str, todo: Sequence[_Scanned], batch_id: str, progress: Progress | None
+) -> dict[str, FileManifest]:
+    """Parse in an in-memory DuckDB, then COPY into PostgreSQL: ONE transaction for the batch."""
+    loaded: dict[str, FileManifest] = {}
+    with tempfile.TemporaryDirectory(prefix="shelfguard-ingest-") as tmp:
+        workdir = Path(tmp)
+        con = duckdb.connect(":memory:", config={"temp_directory": str(workdir / "duckdb")})
+        try:
+            parsed = []
+            for number, item in enumerate(todo, start=1):
+                if progress:
+                    progress(f"parsing {item.path.name}", number - 1, len(todo))
+                parsed.append(_parse_file(con, item))
+            # An unreachable warehouse is a transient error (Airflow retries), not a refusal.
+            pg = pg_connect(url)
+            try:
+                with pg.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
+                    for statement in pg_table_ddl():
+                        cur.execute(statement)
+                    cur.execute("SELECT now()::text")
+                    ingested_at = str(cur.fetchone()[0])
+                    for number, result in enumerate(parsed, start=1):
+                        if progress:
+                            progress(
+                                f"loading {result.item.path.name} into PostgreSQL",
+                                number - 1,
+                                len(parsed),
+                            )
+                        loaded[result.item.spec.table] = _pg_write_file(
+                            con, cur, result, batch_id, ingested_at, workdir
+                        )
+                pg.commit()
+            except BaseException:
+                pg.rollback()
+                raise
+            finally:
+                pg.close()
+        finally:
+            con.close()
+    return loaded
+
+
+def _warehouse_kind(warehouse: Path | str) -> tuple[str, Path | str]:
+    if isinstance(warehouse, Path):
+        return "duckdb", warehouse
+    if warehouse.startswith("duckdb:///"):
+        return "duckdb", Path(warehouse.removeprefix("duckdb:///"))
+    scheme = warehouse.split("://", 1)[0] if "://" in warehouse else ""
+    if not scheme:
+        return "duckdb", Path(warehouse)
+    if scheme in ("postgresql", "postgresql+psycopg2"):
+        return "postgresql", warehouse
+    raise ValueError(
+        f"unsupported warehouse {warehouse!r}: expected a DuckDB file, duckdb:///PATH "
+        "or postgresql[+psycopg2]://..."
+    )
+
+
 def ingest(
     source: Path,
-    duckdb_path: Path,
+    warehouse: Path | str,
     ledger: Ledger,
     *,
     run_id: str | None = None,
@@ -425,8 +714,12 @@ def ingest(
 ) -> IngestManifest:
     """Load the WANDS-layout files in ``source`` into the warehouse and record the batch.
 
-    Raises :class:`IngestError` on a file-level problem; nothing is written then.
+    ``warehouse`` is the DuckDB file (a :class:`~pathlib.Path`) or a warehouse URL, as
+    in ``SHELFGUARD_WAREHOUSE_URL``: ``duckdb:///PATH`` or ``postgresql[+psycopg2]://...``
+    (pass ``settings.warehouse_url``). Raises :class:`IngestError` on a file-level
+    problem; nothing is written then.
     """
+    kind, target = _warehouse_kind(warehouse)
     source = source.resolve()
     items = discover(source)
     for number, item in enumerate(items, start=1):
@@ -441,26 +734,11 @@ def ingest(
     todo = [item for item in items if known[item.spec.table] is None]
 
     loaded: dict[str, FileManifest] = {}
-    if todo:
-        duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(duckdb_path))
-        try:
-            _ensure_tables(con)
-            parsed = []
-            for number, item in enumerate(todo, start=1):
-                if progress:
-                    progress(f"parsing {item.path.name}", number - 1, len(todo))
-                parsed.append(_parse_file(con, item))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for result in parsed:
-                    loaded[result.item.spec.table] = _write_file(con, result, batch_id)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.close()
+    if todo and kind == "postgresql":
+        loaded = _load_postgres(str(target), todo, batch_id, progress)
+    elif todo:
+        loaded = _load_duckdb(Path(target), todo, batch_id, progress)
+    # The warehouse has committed: only now does the ledger learn of the batch.
     if progress:
         progress("recording manifest", len(items), len(items))
 

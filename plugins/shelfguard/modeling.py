@@ -67,24 +67,127 @@ class DatasetExport:
 
 
 def export_training_data(settings: Settings, snapshot_id: str) -> DatasetExport:
-    """Write the marts as parquet under ``datasets/<snapshot>``; a snapshot is written once."""
+    """Write the marts as parquet under ``datasets/<snapshot>``; a snapshot is written once.
+
+    From a DuckDB warehouse, DuckDB copies each query to parquet. From a PostgreSQL one,
+    the three queries are read in one read-only REPEATABLE READ transaction (one
+    snapshot of the marts) with ``COPY ... TO STDOUT`` as CSV, and DuckDB (in memory)
+    writes the parquet files with the column types PostgreSQL reported, mapped to DuckDB's
+    (``bigint`` -> ``BIGINT``, ``double precision`` -> ``DOUBLE``, ...): the same files,
+    types and row order as from DuckDB.
+    """
     import duckdb
 
     data_dir = Path(settings.artifact_root) / "datasets" / snapshot_id
     data_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, int] = {}
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    missing = {name: query for name, query in EXPORTS.items() if not (data_dir / name).exists()}
+    if missing and settings.warehouse_kind == "postgresql":
+        _export_from_postgres(settings.warehouse_url, missing, data_dir)
+    elif missing:
+        _export_from_duckdb(settings.duckdb_path, missing, data_dir)
+    con = duckdb.connect(":memory:")
     try:
-        for name, query in EXPORTS.items():
-            target = data_dir / name
-            if not target.exists():
-                partial = target.with_suffix(".partial")
-                con.execute(f"COPY ({query}) TO '{partial}' (FORMAT parquet)").fetchall()
-                partial.rename(target)
-            rows[name] = int(con.execute(f"SELECT count(*) FROM '{target}'").fetchall()[0][0])
+        rows = {
+            name: int(con.execute(f"SELECT count(*) FROM '{data_dir / name}'").fetchall()[0][0])
+            for name in EXPORTS
+        }
     finally:
         con.close()
     return DatasetExport(snapshot_id=snapshot_id, data_dir=data_dir, rows=rows)
+
+
+def _export_from_duckdb(duckdb_path: Path, exports: dict[str, str], data_dir: Path) -> None:
+    """Write ``exports`` (file name -> query) as parquet from the DuckDB warehouse."""
+    import duckdb
+
+    con = duckdb.connect(str(duckdb_path), read_only=True)
+    try:
+        for name, query in exports.items():
+            partial = (data_dir / name).with_suffix(".partial")
+            con.execute(f"COPY ({query}) TO '{partial}' (FORMAT parquet)").fetchall()
+            partial.rename(data_dir / name)
+    finally:
+        con.close()
+
+
+#: PostgreSQL type OIDs (``pg_type.oid``) of the marts' columns -> the DuckDB type written.
+_PG_TYPE_OIDS = {
+    16: "BOOLEAN",
+    20: "BIGINT",
+    21: "SMALLINT",
+    23: "INTEGER",
+    25: "VARCHAR",
+    700: "FLOAT",
+    701: "DOUBLE",
+    1042: "VARCHAR",
+    1043: "VARCHAR",
+    1082: "DATE",
+    1114: "TIMESTAMP",
+    1184: "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def _duckdb_columns(name: str, description: Any) -> dict[str, str]:
+    columns = {}
+    for column in description:
+        duck_type = _PG_TYPE_OIDS.get(int(column.type_code))
+        if duck_type is None:
+            raise ModelingError(
+                f"{name}: column {column.name} has PostgreSQL type oid {column.type_code}, "
+                "which the export does not map; cast it in the mart (bigint, integer, "
+                "smallint, double precision, varchar, boolean, date, timestamp)"
+            )
+        columns[str(column.name)] = duck_type
+    return columns
+
+
+def _export_from_postgres(url: str, exports: dict[str, str], data_dir: Path) -> None:
+    """Write ``exports`` (file name -> query) as parquet from one snapshot of PostgreSQL."""
+    import tempfile
+
+    import duckdb
+
+    from shelfguard.quality import open_warehouse
+
+    with (
+        tempfile.TemporaryDirectory(prefix="shelfguard-export-") as tmp,
+        open_warehouse(url) as engine,
+    ):
+        connection: Any = engine.raw_connection()
+        try:
+            connection.rollback()  # SET TRANSACTION must open the transaction it sets
+            cursor = connection.cursor()
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            columns: dict[str, dict[str, str]] = {}
+            for name, query in exports.items():
+                cursor.execute(f"SELECT * FROM ({query}) AS export LIMIT 0")
+                columns[name] = _duckdb_columns(name, cursor.description)
+                with (Path(tmp) / f"{name}.csv").open("wb") as out:
+                    cursor.copy_expert(
+                        f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", out
+                    )
+            connection.rollback()
+        finally:
+            connection.close()
+        con = duckdb.connect(":memory:", config={"temp_directory": str(Path(tmp) / "duckdb")})
+        try:
+            for name in exports:
+                target = data_dir / name
+                partial = target.with_suffix(".partial")
+                spec = ", ".join(f"'{col}': '{kind}'" for col, kind in columns[name].items())
+                # PostgreSQL's CSV: NULL is an empty field, an empty string is "".
+                source = (
+                    f"read_csv('{Path(tmp) / f'{name}.csv'}', header=true, delim=',', "
+                    "quote='\"', escape='\"', auto_detect=false, allow_quoted_nulls=false, "
+                    f"columns={{{spec}}})"
+                )
+                # Through a table: DuckDB writes the parquet schema from the table's statistics
+                # (a column without NULLs is "required"), as it does from the DuckDB marts.
+                con.execute(f"CREATE OR REPLACE TEMP TABLE export AS SELECT * FROM {source}")
+                con.execute(f"COPY export TO '{partial}' (FORMAT parquet)")
+                partial.rename(target)
+        finally:
+            con.close()
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:

@@ -78,7 +78,7 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     ledger = open_ledger(settings.ledger_url)
     source = source_dir(context, settings)
     try:
-        manifest = run_ingest(source, settings.duckdb_path, ledger, run_id=run_id)
+        manifest = run_ingest(source, settings.warehouse_url, ledger, run_id=run_id)
     except IngestError as exc:
         ledger.record_gate(
             run_id,

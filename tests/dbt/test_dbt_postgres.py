@@ -1,15 +1,12 @@
 """The dbt project built for real on PostgreSQL (the production warehouse).
 
-The raw tables are loaded here with COPY, mirroring ``ingest.SPECS`` (column types,
-``_line_number`` / ``_batch_id`` / ``_file_sha256`` / ``_ingested_at``), because the
-ingest step itself writes DuckDB only. The same generated files as the DuckDB build are
-loaded, so the two warehouses can be compared row for row.
+The raw tables are loaded by the ingest step itself (``ingest(source, postgres_url, ...)``:
+DuckDB parses, COPY loads), from the same generated files as the DuckDB build, so the
+two warehouses can be compared row for row.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -19,68 +16,22 @@ from dbt_support import BuiltWarehouse, make_settings
 
 from shelfguard.dbt import DbtBuildResult, build
 from shelfguard.generator import GenerateResult
-from shelfguard.ingest import SPECS, FileSpec
+from shelfguard.ingest import ingest
+from shelfguard.ledger import Ledger
 from shelfguard.policy import Policy
 
 pytestmark = pytest.mark.integration
 
-_PG_TYPES = {"DOUBLE": "double precision"}
-# COPY in CSV mode with a quote byte that never occurs: WANDS files have no quoting, and
-# text such as `"Quoted"` must load as is. Empty fields load as NULL, as in DuckDB.
-_COPY_OPTIONS = "format csv, delimiter E'\\t', quote E'\\x01', header false"
 
-
-def _create_raw_table(cur: Any, spec: FileSpec) -> None:
-    columns = ", ".join(
-        f'"{name}" {_PG_TYPES.get(sql_type, sql_type)}' for name, sql_type in spec.columns.items()
-    )
-    cur.execute(
-        f"create table if not exists raw.{spec.table} ({columns}, _line_number bigint, "
-        "_batch_id varchar, _file_sha256 varchar, _ingested_at timestamptz)"
-    )
-
-
-def _copy_file(cur: Any, spec: FileSpec, path: Path, batch_id: str) -> int:
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    lines = data.rstrip(b"\n").split(b"\n")
-    header = lines[0].decode("utf-8").split("\t")
-    assert set(header) <= set(spec.columns), f"{path.name}: unexpected columns"
-    body = b"".join(
-        line + f"\t{number}\t{batch_id}\t{sha256}\n".encode()
-        for number, line in enumerate(lines[1:], start=2)  # line 1 is the header
-    )
-    columns = ", ".join(f'"{name}"' for name in header)
-    cur.copy_expert(
-        f"copy raw.{spec.table} ({columns}, _line_number, _batch_id, _file_sha256) "
-        f"from stdin with ({_COPY_OPTIONS})",
-        io.BytesIO(body),
-    )
-    # One transaction, one now(): every file of the batch shares _ingested_at, as in ingest.
-    cur.execute(f"update raw.{spec.table} set _ingested_at = now() where _ingested_at is null")
-    return len(lines) - 1
-
-
-def load_raw(url: str, source: Path, batch_id: str) -> dict[str, int]:
-    """Load a folder of WANDS-layout files into ``raw.*`` of a Postgres database."""
-    engine = sa.create_engine(url)
-    loaded: dict[str, int] = {}
+def load_raw(url: str, source: Path, ledger_path: Path) -> dict[str, int]:
+    """Ingest a folder of WANDS-layout files into ``raw.*`` of a Postgres database."""
+    ledger = Ledger(f"sqlite:///{ledger_path}")
     try:
-        connection = engine.raw_connection()
-        try:
-            cur = connection.cursor()
-            cur.execute("create schema if not exists raw")
-            for spec in SPECS:
-                _create_raw_table(cur, spec)
-                path = source / spec.file_name
-                if path.exists():
-                    loaded[spec.table] = _copy_file(cur, spec, path, batch_id)
-            connection.commit()
-        finally:
-            connection.close()
+        ledger.migrate()
+        manifest = ingest(source, url, ledger)
     finally:
-        engine.dispose()
-    return loaded
+        ledger.dispose()
+    return {f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files}
 
 
 def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -99,11 +50,10 @@ def postgres_build(
     policy: Policy,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> DbtBuildResult:
-    loaded = load_raw(postgres_url, clean_data.out_dir, "batch-test")
+    home = tmp_path_factory.mktemp("pg-home")
+    loaded = load_raw(postgres_url, clean_data.out_dir, home / "ledger.sqlite")
     assert loaded["search_log"] == clean_data.rows["search_log"]
-    settings = make_settings(
-        tmp_path_factory.mktemp("pg-home"), {"SHELFGUARD_WAREHOUSE_URL": postgres_url}
-    )
+    settings = make_settings(home, {"SHELFGUARD_WAREHOUSE_URL": postgres_url})
     return build(settings, policy)
 
 

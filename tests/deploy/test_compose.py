@@ -145,6 +145,15 @@ def _drop(data: dict[str, Any], service: str, key: str) -> None:
 
 # What to break, and every problem the validator must report for it (and nothing else).
 BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] = {
+    "result backend without a driver (SQLAlchemy 2.1 would pick psycopg 3)": (
+        lambda d: _set_env_everywhere(
+            d,
+            AIRFLOW__CELERY__RESULT_BACKEND=(
+                "db+postgresql://airflow:${AIRFLOW_DB_PASSWORD:-airflow-dev}@postgres:5432/airflow"
+            ),
+        ),
+        ("AIRFLOW__CELERY__RESULT_BACKEND: needs the Python module psycopg",),
+    ),
     "depends on a missing service": (
         lambda d: _set(
             d,

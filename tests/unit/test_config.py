@@ -82,3 +82,16 @@ def test_bad_values_fail_with_the_setting_named(
     with pytest.raises(SettingsError) as excinfo:
         load_settings({"SHELFGUARD_HOME": str(tmp_path), name: value})
     assert message in str(excinfo.value)
+
+
+def test_a_bare_postgresql_url_gets_the_installed_driver(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "SHELFGUARD_HOME": str(tmp_path),
+            "SHELFGUARD_WAREHOUSE_URL": "postgresql://u@db:5432/warehouse",
+            "SHELFGUARD_LEDGER_URL": "postgresql://u@db:5432/ledger",
+        }
+    )
+    assert settings.warehouse_url == "postgresql+psycopg2://u@db:5432/warehouse"
+    assert settings.ledger_url == "postgresql+psycopg2://u@db:5432/ledger"
+    assert settings.warehouse_kind == "postgresql"
