@@ -187,18 +187,34 @@ def test_a_model_trained_on_shuffled_pairs_loses_to_the_champion(
     assert champion(home) == before
 
 
-def test_a_slice_regression_blocks_naming_the_slice(
-    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path
-) -> None:
-    # Overall rules open; only the per-class rule is in force. The tiny model is far
-    # behind the real champion on every class that has enough golden queries.
+@pytest.fixture(scope="module")
+def slice_blocked(
+    store: dict[str, Path],
+    first: dict[str, Any],
+    tiny_model: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """A run blocked by the slice rule alone: overall rules open, per-class rule in force.
+
+    The tiny model is far behind the real champion on every class with enough golden
+    queries. Returns the outcome, the policy used and the champion before the run.
+    """
     home = store["home"]
     before = champion(home)
     policy = write_policy(
-        tmp_path / "governance.yml", {"max_slice_drop": 0.05, "slice_min_queries": 3}
+        tmp_path_factory.mktemp("slice") / "governance.yml",
+        {"max_slice_drop": 0.05, "slice_min_queries": 3},
     )
     code, outcome = retrain(home, policy, base_model=tiny_model)
     assert (code, outcome["blocked_gate"]) == (3, "evaluation"), outcome
+    return outcome, policy, before
+
+
+def test_a_slice_regression_blocks_naming_the_slice(
+    store: dict[str, Path], slice_blocked: tuple[dict[str, Any], Path, dict[str, Any]]
+) -> None:
+    home = store["home"]
+    outcome, _, before = slice_blocked
     checks = gate_checks(home, outcome["run_id"], "evaluation")
     regressed = [name for name, status in checks.items() if status == "fail"]
     assert regressed and all(name.startswith("slice:") for name in regressed), checks
@@ -208,13 +224,10 @@ def test_a_slice_regression_blocks_naming_the_slice(
 
 
 def test_a_failed_gate_marked_success_in_airflow_does_not_promote(
-    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path
+    store: dict[str, Path], slice_blocked: tuple[dict[str, Any], Path, dict[str, Any]]
 ) -> None:
     home = store["home"]
-    before = champion(home)
-    policy = write_policy(tmp_path / "governance.yml", {"floors": {"ndcg@10": 0.99}})
-    code, outcome = retrain(home, policy, base_model=tiny_model)
-    assert (code, outcome["blocked_gate"]) == (3, "evaluation"), outcome
+    outcome, policy, before = slice_blocked
 
     # An operator "fixes" the run in Airflow: the failed gate becomes a success.
     settings = load_settings({"SHELFGUARD_HOME": str(home)})
