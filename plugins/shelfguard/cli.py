@@ -581,10 +581,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         for query in demo_queries(data_dir):
             _, hits = search_champion(settings, query, 5)
             print_hits(query, hits)
+    if outcome == "BLOCKED" and before:
+        out.print(
+            "[yellow]The new model did not pass the evaluation gate against the champion: "
+            f"champion v{champion['version'] if champion else '?'} stays in production, "
+            "which is the gate doing its job.[/]"
+        )
     out.print(
         f'next: .venv/bin/shelfguard status | search "QUERY" | rollback'
         f"   (SHELFGUARD_HOME={settings.home})"
     )
+    # The demo ends well when the pipeline reached a governance decision; only an
+    # error (FAILED), or a first run that promotes nothing, is a failed demo.
+    if outcome in ("BLOCKED", "REJECTED") and before:
+        return 0
     return EXIT_CODES.get(outcome, 1)
 
 
