@@ -410,6 +410,23 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def local_copy(settings: Settings, uri: str, sha256: str) -> Path:
+    """A local folder with the artifact at ``uri``: itself when local, else a copy cached
+    under ``$SHELFGUARD_HOME/cache/<sha256>`` (the searcher re-checks the hash)."""
+    if "://" not in uri:
+        return Path(uri)
+    import fsspec
+
+    target = settings.home / "cache" / sha256
+    if not target.is_dir():
+        fs, path = fsspec.core.url_to_fs(uri)
+        partial = target.with_name(target.name + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        fs.get(path.rstrip("/") + "/", str(partial) + "/", recursive=True)
+        partial.rename(target)
+    return target
+
+
 def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[Any]]:
     """Search the catalog with the champion pair; refuses a model and index that do not belong together."""
     if not query.strip():
@@ -443,8 +460,8 @@ def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[A
 
     try:
         searcher = CatalogSearcher.open(
-            champion.model.uri,
-            champion.index.uri,
+            local_copy(settings, champion.model.uri, champion.model.sha256),
+            local_copy(settings, champion.index.uri, champion.index.sha256),
             expected_model_sha256=champion.model.sha256,
             expected_index_sha256=champion.index.sha256,
         )

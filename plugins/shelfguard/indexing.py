@@ -25,8 +25,9 @@ The index gate checks (subject ``index:<sha256>``):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
+
+from upath import UPath
 
 from shelfguard.config import Settings
 from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
@@ -37,7 +38,7 @@ GATE = "index"
 NORM_TOLERANCE = 1e-3
 
 
-def embed_paths(settings: Settings, run_id: str) -> tuple[Path, Path, Path]:
+def embed_paths(settings: Settings, run_id: str) -> tuple[UPath, UPath, UPath]:
     """(config file, index folder, result file) of a run's embedding step."""
     folder = run_dir(settings, run_id)
     return folder / "embed_config.json", folder / "index", folder / "embed_result.json"
@@ -49,7 +50,7 @@ def write_embed_config(
     export: DatasetExport,
     model_dir: str,
     previous_index_dir: str | None = None,
-) -> Path:
+) -> UPath:
     """The ``EmbedConfig`` file: full with ``model_dir``, or incremental from a previous index."""
     config_path, index_dir, _ = embed_paths(settings, run_id)
     config: dict[str, Any] = {

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from upath import UPath
+
 from shelfguard.config import Settings
 from shelfguard.evaluation import GATE, decide, gate_status, metrics_table
 from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
@@ -44,9 +46,15 @@ class ModelingError(RuntimeError):
     """A step of the model half cannot go on (missing gate, missing output, bad result)."""
 
 
-def run_dir(settings: Settings, run_id: str) -> Path:
+def artifact_root(settings: Settings) -> UPath:
+    """``SHELFGUARD_ARTIFACT_ROOT`` as a path: a local folder, or any fsspec URL
+    (``s3://bucket/prefix``...) that the training pods read and write too."""
+    return UPath(settings.artifact_root)
+
+
+def run_dir(settings: Settings, run_id: str) -> UPath:
     """The artifact folder of one run (configs, results, the trained model)."""
-    return Path(settings.artifact_root) / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    return artifact_root(settings) / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
 def training_snapshot(ledger: Ledger, run_id: str) -> str:
@@ -62,7 +70,7 @@ class DatasetExport:
     """Where the training inputs of one data snapshot were written."""
 
     snapshot_id: str
-    data_dir: Path
+    data_dir: UPath
     rows: dict[str, int]
 
 
@@ -76,23 +84,30 @@ def export_training_data(settings: Settings, snapshot_id: str) -> DatasetExport:
     (``bigint`` -> ``BIGINT``, ``double precision`` -> ``DOUBLE``, ...): the same files,
     types and row order as from DuckDB.
     """
-    import duckdb
+    import tempfile
 
-    data_dir = Path(settings.artifact_root) / "datasets" / snapshot_id
+    import pyarrow.parquet as pq
+
+    data_dir = artifact_root(settings) / "datasets" / snapshot_id
     data_dir.mkdir(parents=True, exist_ok=True)
     missing = {name: query for name, query in EXPORTS.items() if not (data_dir / name).exists()}
-    if missing and settings.warehouse_kind == "postgresql":
-        _export_from_postgres(settings.warehouse_url, missing, data_dir)
-    elif missing:
-        _export_from_duckdb(settings.duckdb_path, missing, data_dir)
-    con = duckdb.connect(":memory:")
-    try:
-        rows = {
-            name: int(con.execute(f"SELECT count(*) FROM '{data_dir / name}'").fetchall()[0][0])
-            for name in EXPORTS
-        }
-    finally:
-        con.close()
+    if missing:
+        # Written locally (DuckDB writes files), then put in the artifact store when that
+        # is remote; each file lands whole or not at all, and exists only once complete.
+        local = isinstance(data_dir, Path)
+        with tempfile.TemporaryDirectory(prefix="shelfguard-export-") as tmp:
+            folder = Path(str(data_dir)) if local else Path(tmp)
+            if settings.warehouse_kind == "postgresql":
+                _export_from_postgres(settings.warehouse_url, missing, folder)
+            else:
+                _export_from_duckdb(settings.duckdb_path, missing, folder)
+            if not local:
+                for name in missing:
+                    (data_dir / name).write_bytes((folder / name).read_bytes())
+    rows = {}
+    for name in EXPORTS:
+        with (data_dir / name).open("rb") as handle:
+            rows[name] = int(pq.read_metadata(handle).num_rows)
     return DatasetExport(snapshot_id=snapshot_id, data_dir=data_dir, rows=rows)
 
 
@@ -190,7 +205,7 @@ def _export_from_postgres(url: str, exports: dict[str, str], data_dir: Path) -> 
             con.close()
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+def _write_json(path: UPath, payload: dict[str, Any]) -> UPath:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
     return path
@@ -198,7 +213,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 def write_train_config(
     settings: Settings, run_id: str, export: DatasetExport, overrides: dict[str, Any] | None = None
-) -> Path:
+) -> UPath:
     """The ``TrainConfig`` file of this run; ``overrides`` come from the DAG run's params."""
     folder = run_dir(settings, run_id)
     config = {
@@ -211,7 +226,7 @@ def write_train_config(
     return _write_json(folder / "train_config.json", config)
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json(path: UPath, what: str) -> dict[str, Any]:
     """A JSON result written by an entry point, with a clear error when it is missing."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -245,7 +260,7 @@ def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     return artifact
 
 
-def write_eval_config(settings: Settings, ledger: Ledger, run_id: str, export_dir: Path) -> Path:
+def write_eval_config(settings: Settings, ledger: Ledger, run_id: str, export_dir: UPath) -> UPath:
     """The ``EvalConfig`` file: challenger, the champion (when there is one), base and BM25."""
     result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
     models = {"challenger": result["model_dir"], "base": result["base_model"]}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
+from upath import UPath
 
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
@@ -159,7 +160,7 @@ def register_model(context: Mapping[str, Any]) -> dict[str, str]:
     ledger = open_ledger(settings.ledger_url)
     artifact = modeling.register_model(settings, ledger, run_id)
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
-    config = modeling.write_eval_config(settings, ledger, run_id, Path(prepared["data_dir"]))
+    config = modeling.write_eval_config(settings, ledger, run_id, UPath(prepared["data_dir"]))
     return {"model_sha256": artifact.sha256, "eval_config": str(config)}
 
 
@@ -189,7 +190,7 @@ def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
     )
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
     export = modeling.DatasetExport(
-        snapshot_id=str(result["data_snapshot_id"]), data_dir=Path(prepared["data_dir"]), rows={}
+        snapshot_id=str(result["data_snapshot_id"]), data_dir=UPath(prepared["data_dir"]), rows={}
     )
     config = indexing.write_embed_config(settings, run_id, export, str(result["model_dir"]))
     _, _, result_path = indexing.embed_paths(settings, run_id)
