@@ -117,6 +117,21 @@ def approve_by_policy(ledger: Ledger, policy: Policy, run_id: str, why: str) -> 
     )
 
 
+def reject_at_timeout(ledger: Ledger, policy: Policy, run_id: str, why: str) -> ApprovalRecord:
+    """Record the rejection that no answer before the timeout means (invariant 6)."""
+    model, index = pending_pair(ledger, run_id)
+    return ledger.record_approval(
+        run_id,
+        "rejected",
+        TIMEOUT_ACTOR,
+        model_sha256=model,
+        index_sha256=index,
+        via="timeout",
+        comment=f"{why}: rejected (fail closed)",
+        policy_sha256=policy.sha256,
+    )
+
+
 def wait_for_decision(
     ledger: Ledger,
     policy: Policy,
@@ -142,15 +157,8 @@ def wait_for_decision(
             return decisions[-1]
         now = clock()
         if now >= deadline:
-            return ledger.record_approval(
-                run_id,
-                "rejected",
-                TIMEOUT_ACTOR,
-                model_sha256=model,
-                index_sha256=index,
-                via="timeout",
-                comment=f"no answer within {timeout_seconds / 60:g} minutes: rejected (fail closed)",
-                policy_sha256=policy.sha256,
+            return reject_at_timeout(
+                ledger, policy, run_id, f"no answer within {timeout_seconds / 60:g} minutes"
             )
         if log is not None and now >= next_note:
             log.info(
@@ -287,16 +295,7 @@ def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
             name = str(user.get("name") or user.get("id") or "")
             chosen = payload["chosen_options"][0]
             if not name:
-                decision = ledger.record_approval(
-                    run_id,
-                    "rejected",
-                    TIMEOUT_ACTOR,
-                    model_sha256=model,
-                    index_sha256=index,
-                    via="timeout",
-                    comment="no answer before the timeout: rejected (fail closed)",
-                    policy_sha256=policy.sha256,
-                )
+                decision = reject_at_timeout(ledger, policy, run_id, "no answer before the timeout")
                 return _finish(decision, self.log)
             answer = "approved" if chosen == self.APPROVE else "rejected"
             try:
@@ -342,5 +341,6 @@ __all__: Sequence[str] = (
     "evidence",
     "pending_pair",
     "record_decision",
+    "reject_at_timeout",
     "wait_for_decision",
 )
