@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -161,6 +161,22 @@ def read_products(data_dir: Path) -> list[Product]:
             strict=True,
         )
     ]
+    return checked_products(path, products)
+
+
+class _HasText(Protocol):
+    @property
+    def product_id(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+
+
+P = TypeVar("P", bound=_HasText)
+
+
+def checked_products(path: Path, products: list[P]) -> list[P]:
+    """The products of a ``products.parquet`` checked (some, each with text, ids unique)
+    and in product_id order; shared by the training and the embedding readers."""
     if not products:
         raise DataContractError(f"{path}: no products")
     for product in products:

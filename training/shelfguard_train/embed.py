@@ -46,8 +46,8 @@ from shelfguard_train.data import (
     _PRODUCTS_COLUMNS,
     _STRING,
     DataContractError,
-    _check_unique,
     _read,
+    checked_products,
     file_sha256,
 )
 from shelfguard_train.evaluate import EXACT
@@ -169,19 +169,13 @@ def read_catalog(path: Path) -> list[CatalogProduct]:
             strict=True,
         )
     ]
-    if not products:
-        raise DataContractError(f"{path}: no products")
+    products = checked_products(path, products)
     for product in products:
-        if not product.text.strip():
-            raise DataContractError(
-                f"{path}: column 'text_to_embed' is empty for product_id {product.product_id}"
-            )
         if product.product_id < 0:
             raise DataContractError(
                 f"{path}: column 'product_id' must be >= 0, got {product.product_id}"
             )
-    _check_unique(path, [p.product_id for p in products], "product_id")
-    return sorted(products, key=lambda p: p.product_id)
+    return products
 
 
 def encode_texts(
