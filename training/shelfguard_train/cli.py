@@ -53,32 +53,26 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser(
-        "train",
-        help="fine-tune the search model",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (JSON or YAML):\n" + config_help(TrainConfig),
+    result_json = "also write the result JSON here (path or URI)"
+    verbs: tuple[tuple[str, str, type[TrainConfig | EvalConfig | EmbedConfig], str], ...] = (
+        ("train", "fine-tune the search model", TrainConfig, result_json),
+        (
+            "evaluate",
+            "score models and BM25 on the golden set",
+            EvalConfig,
+            "also write the report here, besides output_path (path or URI)",
+        ),
+        ("embed", "embed the catalog into a search index and check it", EmbedConfig, result_json),
     )
-    train.add_argument("--config", required=True, help="TrainConfig file or URI")
-    train.add_argument("--result-out", help="also write the result JSON here (path or URI)")
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="score models and BM25 on the golden set",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (JSON or YAML):\n" + config_help(EvalConfig),
-    )
-    evaluate.add_argument("--config", required=True, help="EvalConfig file or URI")
-    evaluate.add_argument(
-        "--result-out", help="also write the report here, besides output_path (path or URI)"
-    )
-    embed = commands.add_parser(
-        "embed",
-        help="embed the catalog into a search index and check it",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (JSON or YAML):\n" + config_help(EmbedConfig),
-    )
-    embed.add_argument("--config", required=True, help="EmbedConfig file or URI")
-    embed.add_argument("--result-out", help="also write the result JSON here (path or URI)")
+    for verb, what, config_cls, result_help in verbs:
+        command = commands.add_parser(
+            verb,
+            help=what,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="config keys (JSON or YAML):\n" + config_help(config_cls),
+        )
+        command.add_argument("--config", required=True, help=f"{config_cls.__name__} file or URI")
+        command.add_argument("--result-out", help=result_help)
     check = commands.add_parser(
         "check-index", help="measure an index: coverage, vectors, model, ANN recall, canaries"
     )
