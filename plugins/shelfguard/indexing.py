@@ -50,14 +50,19 @@ def write_embed_config(
     export: DatasetExport,
     model_dir: str,
     previous_index_dir: str | None = None,
+    precision: str = "auto",
 ) -> UPath:
-    """The ``EmbedConfig`` file: full with ``model_dir``, or incremental from a previous index."""
+    """The ``EmbedConfig`` file: full with ``model_dir``, or incremental from a previous index.
+
+    ``precision`` is the policy's ``index.precision``.
+    """
     config_path, index_dir, _ = embed_paths(settings, run_id)
     config: dict[str, Any] = {
         "model_dir": model_dir,
         "products_path": str(export.data_dir / "products.parquet"),
         "golden_path": str(export.data_dir / "golden.parquet"),
         "output_dir": str(index_dir),
+        "precision": precision,
     }
     if previous_index_dir:
         config["previous_index_dir"] = previous_index_dir

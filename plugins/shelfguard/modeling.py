@@ -260,8 +260,14 @@ def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     return artifact
 
 
-def write_eval_config(settings: Settings, ledger: Ledger, run_id: str, export_dir: UPath) -> UPath:
-    """The ``EvalConfig`` file: challenger, the champion (when there is one), base and BM25."""
+def write_eval_config(
+    settings: Settings, ledger: Ledger, run_id: str, export_dir: UPath, precision: str = "auto"
+) -> UPath:
+    """The ``EvalConfig`` file: challenger, the champion (when there is one), base and BM25.
+
+    ``precision`` is the policy's ``index.precision``, so the gate judges the numbers
+    the index will serve.
+    """
     result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
     models = {"challenger": result["model_dir"], "base": result["base_model"]}
     champion = ledger.get_alias("champion")
@@ -275,6 +281,7 @@ def write_eval_config(settings: Settings, ledger: Ledger, run_id: str, export_di
             "models": models,
             "include_bm25": True,
             "output_path": str(folder / "evaluation.json"),
+            "precision": precision,
         },
     )
 

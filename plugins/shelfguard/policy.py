@@ -79,6 +79,10 @@ class IndexPolicy(_Strict):
 
     min_ann_recall_at_10: Share = 0.95
     min_canary_hit_rate: Share = 0.6
+    #: Precision of every encoding the evaluation gate judges and the index serves:
+    #: "auto" is bf16 where the hardware computes it natively (its vectors stay within
+    #: 1e-4 cosine of fp32), else fp32. An incremental refresh keeps its index's precision.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class ApprovalPolicy(_Strict):

@@ -160,7 +160,13 @@ def register_model(context: Mapping[str, Any]) -> dict[str, str]:
     ledger = open_ledger(settings.ledger_url)
     artifact = modeling.register_model(settings, ledger, run_id)
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
-    config = modeling.write_eval_config(settings, ledger, run_id, UPath(prepared["data_dir"]))
+    config = modeling.write_eval_config(
+        settings,
+        ledger,
+        run_id,
+        UPath(prepared["data_dir"]),
+        precision=load_policy().index.precision,
+    )
     return {"model_sha256": artifact.sha256, "eval_config": str(config)}
 
 
@@ -192,7 +198,9 @@ def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
     export = modeling.DatasetExport(
         snapshot_id=str(result["data_snapshot_id"]), data_dir=UPath(prepared["data_dir"]), rows={}
     )
-    config = indexing.write_embed_config(settings, run_id, export, str(result["model_dir"]))
+    config = indexing.write_embed_config(
+        settings, run_id, export, str(result["model_dir"]), precision=load_policy().index.precision
+    )
     _, _, result_path = indexing.embed_paths(settings, run_id)
     return {"embed_config": str(config), "embed_result": str(result_path)}
 
@@ -215,7 +223,12 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
     snapshot = modeling.training_snapshot(ledger, run_id)
     export = modeling.export_training_data(settings, snapshot)
     config = indexing.write_embed_config(
-        settings, run_id, export, champion.model.uri, previous_index_dir=champion.index.uri
+        settings,
+        run_id,
+        export,
+        champion.model.uri,
+        previous_index_dir=champion.index.uri,
+        precision=load_policy().index.precision,
     )
     ledger.update_lineage(
         run_id,

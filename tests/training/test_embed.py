@@ -52,6 +52,8 @@ def embed_config(products: Path, model: Path, out: Path, **overrides: Any) -> Em
         "output_dir": out,
         "batch_size": 16,
         "device": "cpu",
+        # Fixed, so the tests see the same numbers on CPUs with and without native bf16.
+        "precision": "fp32",
     }
     values.update(overrides)
     return EmbedConfig(**values)
@@ -208,6 +210,16 @@ def test_incremental_encodes_only_new_and_changed_products(
     assert incremental.previous_index_sha256 == full_index.index_sha256
     manifest = json.loads((incremental.index_dir / MANIFEST_FILE).read_text())
     assert manifest["previous_index_sha256"] == full_index.index_sha256
+    # The previous graph was updated: 2 changed + 2 dropped products removed from it.
+    assert manifest["ann"]["built"] == "updated"
+    assert manifest["ann"]["removed_since_build"] == 4
+    assert incremental.checks["ann"]["recall@10"] >= 0.95
+    searcher = CatalogSearcher.open(tiny_model, incremental.index_dir, device="cpu")
+    for row in changed + added:
+        # Each new vector is in the graph: its own text finds it at cosine 1 (among any
+        # products whose text is the same once truncated).
+        hits = searcher.search(row["text_to_embed"], k=10)
+        assert row["product_id"] in [h.product_id for h in hits if h.score > 0.9999]
 
     monkeypatch.setattr(embed_module, "encode_texts", real_encode)
     full = embed(embed_config(products, tiny_model, tmp_path / "full"))
@@ -218,6 +230,64 @@ def test_incremental_encodes_only_new_and_changed_products(
     coverage = incremental.checks["coverage"]
     assert coverage["missing"]["count"] == coverage["stale"]["count"] == 0
     assert coverage["files_agree"]
+
+
+def test_incremental_rebuilds_the_graph_once_removals_pass_the_share(
+    full_index: EmbedResult,
+    tiny_data: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = product_rows(tiny_data)
+    changed = [with_text(row, row["text_to_embed"] + " in oak") for row in rows[:3]]
+    products = write_products(tmp_path / "products.parquet", changed + rows[3:])
+    previous = full_index.index_dir
+    config = embed_config(products, tiny_model, tmp_path / "updated", previous_index_dir=previous)
+    updated = json.loads((embed(config).index_dir / MANIFEST_FILE).read_text())
+    assert (updated["ann"]["built"], updated["ann"]["removed_since_build"]) == ("updated", 3)
+
+    monkeypatch.setattr(embed_module, "ANN_REBUILD_SHARE", 2 / len(rows))
+    rebuilt = embed(
+        embed_config(products, tiny_model, tmp_path / "rebuilt", previous_index_dir=previous)
+    )
+    manifest = json.loads((rebuilt.index_dir / MANIFEST_FILE).read_text())
+    assert (manifest["ann"]["built"], manifest["ann"]["removed_since_build"]) == ("full", 0)
+    assert rebuilt.checks["coverage"]["files_agree"]
+    assert rebuilt.checks["ann"]["recall@10"] >= 0.95
+
+
+def test_bf16_precision_is_recorded_kept_by_refreshes_and_never_mixed(
+    full_index: EmbedResult, tiny_data: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    products = tiny_data / "products.parquet"
+    bf16 = embed(embed_config(products, tiny_model, tmp_path / "bf16", precision="bf16"))
+    manifest = json.loads((bf16.index_dir / MANIFEST_FILE).read_text())
+    fp32_manifest = json.loads((full_index.index_dir / MANIFEST_FILE).read_text())
+    assert (manifest["precision"], fp32_manifest["precision"]) == ("bf16", "fp32")
+    vectors, fp32 = index_vectors(bf16.index_dir), index_vectors(full_index.index_dir)
+    assert np.sum(vectors * fp32, axis=1).min() > 0.99  # close to fp32 ...
+    assert not np.array_equal(vectors, fp32)  # ... but computed in bf16
+
+    rows = product_rows(tiny_data)
+    changed = [with_text(rows[0], rows[0]["text_to_embed"] + " in walnut")]
+    edited = write_products(tmp_path / "edited.parquet", changed + rows[1:])
+    refreshed = embed(
+        embed_config(
+            edited,
+            tiny_model,
+            tmp_path / "refresh",
+            previous_index_dir=bf16.index_dir,
+            precision="auto",
+        )
+    )
+    assert json.loads((refreshed.index_dir / MANIFEST_FILE).read_text())["precision"] == "bf16"
+    assert refreshed.counts["encoded"] == 1
+    with pytest.raises(EmbedError, match="encoded in bf16, this run asks for fp32"):
+        embed(
+            embed_config(edited, tiny_model, tmp_path / "mixed", previous_index_dir=bf16.index_dir)
+        )
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_incremental_from_another_models_index_is_refused(
@@ -349,6 +419,11 @@ def test_ann_recall_measures_the_ann_index(
     checks = check_index(broken, products, tiny_model, sample_size=300, k=10)
     assert checks["coverage"]["files_agree"]
     assert checks["ann"]["recall@10"] < 0.2
+
+
+def test_precision_must_be_known(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="precision"):
+        embed_config(tmp_path / "p.parquet", tmp_path, tmp_path / "out", precision="fp16")
 
 
 def test_embed_config_validates_and_resolves_paths(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 __all__ = [
     "DEVICES",
+    "PRECISIONS",
     "ConfigError",
     "EmbedConfig",
     "EvalConfig",
@@ -30,6 +31,12 @@ __all__ = [
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+_PRECISION_HELP = (
+    "Encoding precision: auto (bf16 on a CUDA GPU or a CPU that computes bf16 natively, "
+    "else fp32), fp32 or bf16. The precision used is recorded in the output."
+)
 BM25_NAME = "bm25"
 
 
@@ -218,8 +225,9 @@ class EvalConfig(_Config):
     batch_size: int = field(default=64, metadata=_help("Texts per encoding batch.", lineage=False))
     device: Device = field(
         default="auto",
-        metadata=_help("auto (CUDA with bf16 when present, else CPU), cpu or cuda.", lineage=False),
+        metadata=_help("auto (CUDA when present, else CPU), cpu or cuda.", lineage=False),
     )
+    precision: Precision = field(default="auto", metadata=_help(_PRECISION_HELP, lineage=False))
 
     _PATH_FIELDS: ClassVar[tuple[str, ...]] = ("data_dir", "output_path")
 
@@ -247,6 +255,7 @@ class EvalConfig(_Config):
         _check_bool(self, "include_bm25")
         _check_positive_int(self, "batch_size")
         _check_choice(self, "device", DEVICES)
+        _check_choice(self, "precision", PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -304,7 +313,15 @@ class EmbedConfig(_Config):
     seed: int = field(default=42, metadata=_help("Seeds the ANN recall sample."))
     device: Device = field(
         default="auto",
-        metadata=_help("auto (CUDA with bf16 when present, else CPU), cpu or cuda.", lineage=False),
+        metadata=_help("auto (CUDA when present, else CPU), cpu or cuda.", lineage=False),
+    )
+    precision: Precision = field(
+        default="auto",
+        metadata=_help(
+            _PRECISION_HELP + " In incremental mode, auto keeps the previous index's "
+            "precision, and another explicit one is refused.",
+            lineage=False,
+        ),
     )
 
     _PATH_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -324,6 +341,7 @@ class EmbedConfig(_Config):
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         _check_choice(self, "device", DEVICES)
+        _check_choice(self, "precision", PRECISIONS)
 
 
 C = TypeVar("C", TrainConfig, EvalConfig, EmbedConfig)

@@ -7,12 +7,15 @@ that are new or whose ``content_hash`` changed since ``config.previous_index_dir
 writes an index folder:
 
 - ``manifest.json``: what the index is (format, model sha256, dimension, count, metric,
-  ANN parameters, max_seq_length, counts, previous index sha256). No timestamps and no
+  ANN parameters, max_seq_length, precision, counts, previous index sha256). No timestamps and no
   paths: the same inputs give the same bytes, so ``index_sha256`` is reproducible.
 - ``products.parquet``: product_id, content_hash, product_name, product_class, in
   product_id order.
 - ``vectors.npy``: one float32 row per product, in the same order.
-- ``ann.usearch``: a usearch HNSW index (cosine, f32) keyed by product_id.
+- ``ann.usearch``: a usearch HNSW index (cosine, f32) keyed by product_id. A full
+  build inserts every vector; an incremental one loads the previous graph, removes the
+  changed and dropped products and inserts the new vectors, until the removals since
+  the last full build pass ``ANN_REBUILD_SHARE`` of the catalog, when it rebuilds.
 
 The folder is written next to ``output_dir`` and renamed into place at the end; an
 existing index with the same sha256 is left untouched. ``check_index`` then measures
@@ -51,7 +54,7 @@ from shelfguard_train.data import (
     file_sha256,
 )
 from shelfguard_train.evaluate import EXACT
-from shelfguard_train.model import Runtime, load_model, model_sha256, resolve_runtime
+from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -93,6 +96,10 @@ ANN_SCALAR = "f32"
 ANN_CONNECTIVITY = 16
 ANN_EXPANSION_ADD = 128
 ANN_EXPANSION_SEARCH = 64
+# An incremental refresh updates the previous graph in place (removed nodes leave
+# tombstones behind); once the products removed since the last full build pass this
+# share of the catalog, the graph is rebuilt from scratch.
+ANN_REBUILD_SHARE = 0.2
 _LOG_EVERY_BATCHES = 20
 _LENGTH_CHUNK = 10_000
 _REPORTED_IDS = 20
@@ -338,6 +345,20 @@ def ann_search(
     ]
 
 
+def _ann_parameters() -> dict[str, Any]:
+    import usearch
+
+    return {
+        "library": "usearch",
+        "version": usearch.__version__,
+        "dtype": ANN_SCALAR,
+        "connectivity": ANN_CONNECTIVITY,
+        "expansion_add": ANN_EXPANSION_ADD,
+        "expansion_search": ANN_EXPANSION_SEARCH,
+        "threads": 1,
+    }
+
+
 def _build_ann(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> Index:
     from usearch.index import Index
 
@@ -357,9 +378,71 @@ def _build_ann(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> 
 
 @dataclass(frozen=True)
 class _Previous:
+    index_dir: Path
     sha256: str
+    manifest: dict[str, Any]
     rows: dict[int, tuple[int, str]]
     vectors: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class _AnnPlan:
+    """How this run gets its ANN graph: built from scratch, or the previous one updated."""
+
+    update: bool
+    remove: npt.NDArray[np.int64]
+    removed_since_build: int
+    reason: str
+
+
+def _plan_ann(
+    products: Sequence[CatalogProduct], to_encode: Sequence[int], previous: _Previous | None
+) -> _AnnPlan:
+    none = np.empty(0, dtype=np.int64)
+    if previous is None:
+        return _AnnPlan(False, none, 0, "full build")
+    active = {p.product_id for p in products}
+    changed = [products[row].product_id for row in to_encode]
+    remove = sorted(
+        [pid for pid in changed if pid in previous.rows]
+        + [pid for pid in previous.rows if pid not in active]
+    )
+    ann = previous.manifest.get("ann") or {}
+    removed = int(ann.get("removed_since_build", 0)) + len(remove)
+    if {k: ann.get(k) for k in _ann_parameters()} != _ann_parameters():
+        return _AnnPlan(False, none, 0, "previous graph has other ANN parameters: rebuilt")
+    if removed > ANN_REBUILD_SHARE * max(len(products), 1):
+        return _AnnPlan(False, none, 0, f"{removed} removals since the last build: graph rebuilt")
+    return _AnnPlan(True, np.asarray(remove, dtype=np.int64), removed, "previous graph updated")
+
+
+def _updated_ann(
+    previous: _Previous,
+    plan: _AnnPlan,
+    ids: npt.NDArray[np.int64],
+    vectors: npt.NDArray[np.float32],
+) -> Index:
+    """The previous graph without the removed products, plus the new vectors (one thread)."""
+    index = open_ann(previous.index_dir, previous.manifest)
+    if plan.remove.size:
+        index.remove(plan.remove.astype(np.uint64))
+    if ids.size:
+        index.add(ids.astype(np.uint64), vectors, threads=1)
+    return index
+
+
+def _precision(config: EmbedConfig) -> str:
+    """The precision to encode with: in incremental mode, the previous index's."""
+    if config.previous_index_dir is None:
+        return config.precision
+    previous = read_manifest(config.previous_index_dir).get("precision", "fp32")
+    if config.precision not in ("auto", previous):
+        raise EmbedError(
+            f"previous index {config.previous_index_dir} was encoded in {previous}, this "
+            f"run asks for {config.precision}: its vectors cannot be reused; build a full "
+            "index (no previous_index_dir)"
+        )
+    return str(previous)
 
 
 def _load_previous(index_dir: Path, model_sha: str, max_seq_length: int | None) -> _Previous:
@@ -394,7 +477,7 @@ def _load_previous(index_dir: Path, model_sha: str, max_seq_length: int | None) 
             )
         )
     }
-    return _Previous(sha256=sha, rows=rows, vectors=vectors)
+    return _Previous(index_dir=index_dir, sha256=sha, manifest=manifest, rows=rows, vectors=vectors)
 
 
 def _versions() -> dict[str, str]:
@@ -415,9 +498,10 @@ def _write_index(
     products: Sequence[CatalogProduct],
     vectors: npt.NDArray[np.float32],
     manifest: dict[str, Any],
+    ann: tuple[_AnnPlan, _Previous | None, list[int]],
 ) -> None:
-    import usearch
-
+    """Write the four files; ``ann`` is the plan, the previous index and the encoded rows."""
+    plan, previous, encoded = ann
     folder.mkdir(parents=True)
     ids = np.array([p.product_id for p in products], dtype=np.int64)
     table = pa.table(
@@ -430,15 +514,17 @@ def _write_index(
     )
     pq.write_table(table, folder / PRODUCTS_FILE)
     np.save(folder / VECTORS_FILE, vectors, allow_pickle=False)
-    _build_ann(ids, vectors).save(str(folder / ANN_FILE))
+    started = time.perf_counter()
+    if plan.update and previous is not None:
+        graph = _updated_ann(previous, plan, ids[encoded], vectors[encoded])
+    else:
+        graph = _build_ann(ids, vectors)
+    graph.save(str(folder / ANN_FILE))
+    log.info("ANN graph: %s in %.1f s", plan.reason, time.perf_counter() - started)
     manifest["ann"] = {
-        "library": "usearch",
-        "version": usearch.__version__,
-        "dtype": ANN_SCALAR,
-        "connectivity": ANN_CONNECTIVITY,
-        "expansion_add": ANN_EXPANSION_ADD,
-        "expansion_search": ANN_EXPANSION_SEARCH,
-        "threads": 1,
+        **_ann_parameters(),
+        "built": "updated" if plan.update else "full",
+        "removed_since_build": plan.removed_since_build,
     }
     (folder / MANIFEST_FILE).write_text(
         json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -506,7 +592,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
     in one line.
     """
     started = time.perf_counter()
-    runtime = resolve_runtime(config.device)
+    runtime = inference_runtime(config.device, _precision(config))
     products = read_catalog(config.products_path)
     model = load_model(config.model_dir, runtime, config.max_seq_length)
     model_sha = model_sha256(config.model_dir)
@@ -520,11 +606,12 @@ def embed(config: EmbedConfig) -> EmbedResult:
     to_encode, reused, dropped = _reuse(products, previous, vectors)
     mode = "incremental" if previous else "full"
     log.info(
-        "embedding %d products with %s (%s, device %s): %d to encode, %d reused, %d dropped",
+        "embedding %d products with %s (%s, device %s, %s): %d to encode, %d reused, %d dropped",
         len(products),
         config.model_dir,
         mode,
         runtime.device,
+        runtime.precision,
         len(to_encode),
         reused,
         dropped,
@@ -550,6 +637,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
         "dtype": "float32",
         "normalized": True,
         "max_seq_length": model.max_seq_length,
+        "precision": runtime.precision,
         "mode": mode,
         "counts": counts,
         "previous_index_sha256": previous.sha256 if previous else None,
@@ -558,7 +646,8 @@ def embed(config: EmbedConfig) -> EmbedResult:
     }
     partial = config.output_dir.with_name(config.output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    _write_index(partial, products, vectors, manifest)
+    plan = _plan_ann(products, to_encode, previous)
+    _write_index(partial, products, vectors, manifest, (plan, previous, to_encode))
     sha = index_sha256(partial)
     _publish(partial, config.output_dir, sha)
     log.info("index %s written to %s", sha, config.output_dir)
@@ -634,7 +723,7 @@ def check_index(
     ids = np.asarray(table.column("product_id").to_numpy(), dtype=np.int64)
     actual_sha = model_sha256(model_dir)
     if model is None:
-        runtime = runtime or resolve_runtime("auto")
+        runtime = runtime or inference_runtime("auto", manifest.get("precision", "fp32"))
         model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
     expected_dim = _embedding_dimension(model)
     checks: dict[str, Any] = {

@@ -42,7 +42,7 @@ from shelfguard_train.data import (
     read_golden,
     read_products,
 )
-from shelfguard_train.model import Runtime, load_model, model_sha256, resolve_runtime
+from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -300,7 +300,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
     evaluator = RankingEvaluator(golden.grades, config.ks)
     product_ids = [p.product_id for p in products]
     documents = [p.text for p in products]
-    runtime = resolve_runtime(config.device) if config.models else Runtime(device="cpu")
+    runtime = (
+        inference_runtime(config.device, config.precision)
+        if config.models
+        else Runtime(device="cpu")
+    )
     log.info(
         "evaluating %d golden queries against %d products with %s",
         len(golden.query_ids),
@@ -338,6 +342,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
             "golden_queries": len(golden.query_ids),
             "catalog_products": len(products),
             "ks": list(config.ks),
+            "precision": runtime.precision,
         },
         config_hash=config.config_hash(),
         output_path=config.output_path,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shelfguard_train.config import ConfigError
+from shelfguard_train.config import PRECISIONS, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CARD_FILENAME",
     "Runtime",
+    "cpu_has_native_bf16",
+    "inference_runtime",
     "load_model",
     "model_sha256",
     "resolve_runtime",
@@ -41,7 +43,7 @@ class Runtime:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """Mixed precision on CUDA; a no-op on CPU, where fp32 keeps runs reproducible."""
+        """Autocast to ``autocast_dtype`` on the device; a no-op when it is None (fp32)."""
         import torch
 
         if self.autocast_dtype is None:
@@ -62,6 +64,39 @@ def resolve_runtime(preference: str) -> Runtime:
         return Runtime(device="cpu")
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return Runtime(device="cuda", autocast_dtype=dtype)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX).
+
+    Elsewhere torch emulates bf16 on the CPU, which is slower than fp32, so ``auto``
+    precision stays fp32 there.
+    """
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def inference_runtime(device: str, precision: str = "auto") -> Runtime:
+    """The runtime for encoding (evaluation, indexing, search), at ``precision``.
+
+    ``fp32`` never autocasts. ``bf16`` autocasts on any device (on a CPU without native
+    bf16 it is slow, but gives the same vectors as a CPU with it, so an index built
+    in bf16 can be refreshed anywhere). ``auto`` is bf16 on a CUDA GPU that supports it
+    and on a CPU with native bf16 (:func:`cpu_has_native_bf16`), else fp32. Training
+    does not use this: it stays fp32 on the CPU (:func:`resolve_runtime`).
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    runtime = resolve_runtime(device)
+    if precision == "fp32":
+        return Runtime(device=runtime.device)
+    if precision == "bf16" or (runtime.device == "cpu" and cpu_has_native_bf16()):
+        return Runtime(device=runtime.device, autocast_dtype=torch.bfloat16)
+    return runtime
 
 
 def load_model(

@@ -20,7 +20,7 @@ from shelfguard_train.embed import (
     read_index_products,
     read_manifest,
 )
-from shelfguard_train.model import Runtime, load_model, model_sha256, resolve_runtime
+from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -103,7 +103,8 @@ class CatalogSearcher:
                     f"expected index sha256 {expected_index_sha256} but {index_dir} has sha256 "
                     f"{actual_index}"
                 )
-        runtime = resolve_runtime(device)
+        # Queries are encoded in the precision the index's vectors were.
+        runtime = inference_runtime(device, manifest.get("precision", "fp32"))
         model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
         table = read_index_products(index_dir)
         products = {
