@@ -266,11 +266,13 @@ def embed_full_rows(r: Result, size: int) -> list[Row]:
             ours / base,
             r["peak_rss_mb"],
             size,
-            f"encode_texts (embed()'s encoder) vs SentenceTransformer.encode(batch_size=64), "
-            f"same texts and base model, interleaved in {r['rounds']} slices; golden-set "
-            f"nDCG@10 delta {delta:+.4f}; ratio = speed-up",
-            target=">= 2, |dnDCG| <= 0.01",
-            meets_target=ours / base >= 2 and abs(delta) <= 0.01,
+            f"encode_texts (embed()'s encoder, {r.get('precision', 'fp32')}) vs "
+            f"SentenceTransformer.encode(batch_size=64), same texts and base model, "
+            f"interleaved in {r['rounds']} slices; golden-set nDCG@10 delta {delta:+.4f}; "
+            f"fp32 matmul ceiling {r.get('gemm_gflops')} GFLOP/s, encode() reaches "
+            f"{r.get('baseline_gflops')}, ours {r.get('ours_gflops')}; ratio = speed-up",
+            target=">= 2, dnDCG >= -0.01",
+            meets_target=ours / base >= 2 and delta >= -0.01,
             ndcg10_delta=round(delta, 5),
             **_extra(r, "candidates", "peak_rss_mb"),
         )
@@ -287,8 +289,8 @@ def embed_full_rows(r: Result, size: int) -> list[Row]:
                 rate / base,
                 None,
                 size,
-                f"proposal, not in embed.py: encode_texts under {candidate['name']}; "
-                f"nDCG@10 delta {change:+.4f} vs fp32; ratio = speed-up over encode()",
+                f"not what embed() runs: encode_texts under {candidate['name']}; "
+                f"nDCG@10 delta {change:+.4f} vs encode(); ratio = speed-up over encode()",
                 target=">= 2, dnDCG >= -0.01",
                 meets_target=rate / base >= 2 and change >= -0.01,
                 candidate=True,

@@ -40,6 +40,8 @@ from benchmarks.data import (
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from shelfguard_train.model import Runtime
+
 Result = dict[str, Any]
 BENCH_DAG = "benchmark"
 SHORT_MAX_SEQ_LENGTH = 40
@@ -358,8 +360,8 @@ class _Encoder:
         return np.concatenate(self.parts)
 
 
-def _encoders(model: SentenceTransformer, candidates: bool) -> list[_Encoder]:
-    """encode(batch_size=64), our encode_texts, and the numbers-changing candidates."""
+def _encoders(model: SentenceTransformer, ours: Runtime, candidates: bool) -> list[_Encoder]:
+    """encode(batch_size=64), embed()'s encoder at ``ours``, and other candidates."""
     import torch
 
     from shelfguard_train.embed import encode_texts
@@ -373,15 +375,12 @@ def _encoders(model: SentenceTransformer, candidates: bool) -> list[_Encoder]:
                 texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
             ),
         ),
-        _Encoder("ours", lambda texts: encode_texts(model, texts, 64, fp32)),
+        _Encoder("ours", lambda texts: encode_texts(model, texts, 64, ours)),
     ]
     if not candidates:
         return encoders
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():  # type: ignore[no-untyped-call]
-        bf16 = Runtime(device="cpu", autocast_dtype=torch.bfloat16)
-        encoders.append(
-            _Encoder("bf16_autocast", lambda texts: encode_texts(model, texts, 64, bf16))
-        )
+    if ours.precision == "bf16":
+        encoders.append(_Encoder("fp32", lambda texts: encode_texts(model, texts, 64, fp32)))
     quantized = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
         copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
     )
@@ -409,18 +408,43 @@ def _encoders(model: SentenceTransformer, candidates: bool) -> list[_Encoder]:
 ROUNDS = 4
 
 
+def _gemm_gflops(seconds: float = 3.0) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) at the encoder's layer shapes."""
+    import torch
+
+    tokens = torch.randn(4096, 384)
+    weights = torch.randn(384, 1536)
+    tokens @ weights  # warm-up
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        tokens @ weights
+        runs += 1
+    return 2 * 4096 * 384 * 1536 * runs / (time.perf_counter() - started) / 1e9
+
+
+def _encoder_flops_per_token(model: SentenceTransformer, tokens: float) -> float:
+    """Multiply-adds x 2 of one token through the transformer's dense layers and attention."""
+    config = model[0].auto_model.config
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    dense = 4 * hidden * hidden + 2 * hidden * inner  # Q, K, V, output; the two FFN layers
+    attention = 2 * hidden * tokens  # scores and the weighted sum, over the sequence
+    return 2.0 * layers * (dense + attention)
+
+
 def embed_full_stage(work: Path, size: int, seed: int, candidates: bool) -> Result:
     """Encode a generated catalog of ``size`` products with each encoder, interleaved."""
     _quiet()
     from shelfguard_train.embed import read_catalog
-    from shelfguard_train.model import load_model, resolve_runtime
+    from shelfguard_train.model import cpu_has_native_bf16, inference_runtime, load_model
 
     export, _ = export_store(work, size, seed)
-    model = load_model(_base_model_dir(), resolve_runtime("cpu"))
+    # What embed() runs with under the default policy (index.precision: auto).
+    ours = inference_runtime("cpu", "auto")
+    model = load_model(_base_model_dir(), inference_runtime("cpu", "fp32"))
     catalog = read_catalog(export / "products.parquet")
     texts = [p.text for p in catalog]
     product_ids = [p.product_id for p in catalog]
-    encoders = _encoders(model, candidates)
+    encoders = _encoders(model, ours, candidates)
     for encoder in encoders:  # warm-up: thread pools, weight packing, first-call costs
         encoder.encode(texts[:64])
     bounds = np.linspace(0, len(texts), ROUNDS + 1).astype(int).tolist()
@@ -440,23 +464,36 @@ def embed_full_stage(work: Path, size: int, seed: int, candidates: bool) -> Resu
             "seconds": encoder.seconds,
             "ndcg10": ndcg_at_10(product_ids, vectors, query_ids, queries, grades),
         }
-    reference = encoders[1].vectors
+    # encode() in fp32 is the reference every other encoder's numbers are compared with.
+    reference = encoders[0].vectors
     for encoder in encoders[2:]:
         cosine = np.sum(encoder.vectors * reference, axis=1)
         measured[encoder.name].update(
-            ndcg10_delta=measured[encoder.name]["ndcg10"] - measured["ours"]["ndcg10"],
+            ndcg10_delta=measured[encoder.name]["ndcg10"] - measured["baseline"]["ndcg10"],
             min_cosine_vs_fp32=float(cosine.min()),
             mean_cosine_vs_fp32=float(cosine.mean()),
         )
+    tokens = _token_stats(model, texts)
+    truncated = min(tokens["mean"], tokens["max_seq_length"] or tokens["mean"])
+    gflop = len(texts) * truncated * _encoder_flops_per_token(model, truncated) / 1e9
+    cosine = np.sum(encoders[1].vectors * reference, axis=1)
     return {
         "products": len(texts),
         "rounds": ROUNDS,
+        "precision": ours.precision,
+        "native_bf16": cpu_has_native_bf16(),
         "seconds": measured["ours"]["seconds"],
         "baseline_seconds": measured["baseline"]["seconds"],
         "ndcg10": measured["ours"]["ndcg10"],
         "baseline_ndcg10": measured["baseline"]["ndcg10"],
-        "max_abs_diff": float(np.abs(reference - encoders[0].vectors).max()),
-        "tokens": _token_stats(model, texts),
+        "max_abs_diff": float(np.abs(encoders[1].vectors - reference).max()),
+        "min_cosine_vs_fp32": float(cosine.min()),
+        # How close fp32 encoding is to the machine's ceiling: the encoder's useful
+        # GFLOP/s (tokens x FLOPs per token, no padding) against a plain fp32 matmul.
+        "gemm_gflops": round(_gemm_gflops(), 1),
+        "baseline_gflops": round(gflop / measured["baseline"]["seconds"], 1),
+        "ours_gflops": round(gflop / measured["ours"]["seconds"], 1),
+        "tokens": tokens,
         "golden_queries": len(query_ids),
         "peak_rss_mb": peak_rss_mb(),
         "candidates": [measured[e.name] for e in encoders[2:]],
