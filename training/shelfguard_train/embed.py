@@ -73,6 +73,7 @@ __all__ = [
     "check_index",
     "embed",
     "encode_texts",
+    "index_precision",
     "index_sha256",
     "open_ann",
     "read_catalog",
@@ -302,6 +303,11 @@ def read_manifest(index_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def index_precision(manifest: dict[str, Any]) -> str:
+    """The precision an index's vectors were encoded in (fp32 for indexes older than it)."""
+    return str(manifest.get("precision", "fp32"))
+
+
 def read_index_products(index_dir: Path) -> pa.Table:
     """The index's products.parquet (product_id, content_hash, product_name, product_class)."""
     return pq.read_table(index_dir / PRODUCTS_FILE)
@@ -387,66 +393,73 @@ class _Previous:
 
 @dataclass(frozen=True)
 class _AnnPlan:
-    """How this run gets its ANN graph: built from scratch, or the previous one updated."""
+    """How this run gets its ANN graph: the previous one updated, or built from scratch.
 
-    update: bool
+    ``previous`` is the index whose graph is updated (None: build from scratch), by
+    removing the ``remove`` keys and adding the rows ``add_rows`` of the new index.
+    """
+
+    previous: _Previous | None
     remove: npt.NDArray[np.int64]
+    add_rows: Sequence[int]
     removed_since_build: int
     reason: str
 
 
 def _plan_ann(
-    products: Sequence[CatalogProduct], to_encode: Sequence[int], previous: _Previous | None
+    products: Sequence[CatalogProduct],
+    to_encode: Sequence[int],
+    dropped: Sequence[int],
+    previous: _Previous | None,
 ) -> _AnnPlan:
     none = np.empty(0, dtype=np.int64)
     if previous is None:
-        return _AnnPlan(False, none, 0, "full build")
-    active = {p.product_id for p in products}
+        return _AnnPlan(None, none, (), 0, "full build")
     changed = [products[row].product_id for row in to_encode]
-    remove = sorted(
-        [pid for pid in changed if pid in previous.rows]
-        + [pid for pid in previous.rows if pid not in active]
-    )
+    remove = sorted([pid for pid in changed if pid in previous.rows] + list(dropped))
     ann = previous.manifest.get("ann") or {}
     removed = int(ann.get("removed_since_build", 0)) + len(remove)
     if {k: ann.get(k) for k in _ann_parameters()} != _ann_parameters():
-        return _AnnPlan(False, none, 0, "previous graph has other ANN parameters: rebuilt")
+        return _AnnPlan(None, none, (), 0, "previous graph has other ANN parameters: rebuilt")
     if removed > ANN_REBUILD_SHARE * max(len(products), 1):
-        return _AnnPlan(False, none, 0, f"{removed} removals since the last build: graph rebuilt")
-    return _AnnPlan(True, np.asarray(remove, dtype=np.int64), removed, "previous graph updated")
+        return _AnnPlan(None, none, (), 0, f"{removed} removals since the last build: rebuilt")
+    return _AnnPlan(
+        previous, np.asarray(remove, dtype=np.int64), to_encode, removed, "previous graph updated"
+    )
 
 
-def _updated_ann(
-    previous: _Previous,
-    plan: _AnnPlan,
-    ids: npt.NDArray[np.int64],
-    vectors: npt.NDArray[np.float32],
+def _ann_graph(
+    plan: _AnnPlan, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
 ) -> Index:
-    """The previous graph without the removed products, plus the new vectors (one thread)."""
-    index = open_ann(previous.index_dir, previous.manifest)
+    """The graph ``plan`` asks for: the previous one updated (one thread), or a new one."""
+    if plan.previous is None:
+        return _build_ann(ids, vectors)
+    index = open_ann(plan.previous.index_dir, plan.previous.manifest)
     if plan.remove.size:
         index.remove(plan.remove.astype(np.uint64))
-    if ids.size:
-        index.add(ids.astype(np.uint64), vectors, threads=1)
+    if len(plan.add_rows):
+        rows = list(plan.add_rows)
+        index.add(ids[rows].astype(np.uint64), vectors[rows], threads=1)
     return index
 
 
-def _precision(config: EmbedConfig) -> str:
+def _precision(config: EmbedConfig, previous_manifest: dict[str, Any] | None) -> str:
     """The precision to encode with: in incremental mode, the previous index's."""
-    if config.previous_index_dir is None:
+    if previous_manifest is None:
         return config.precision
-    previous = read_manifest(config.previous_index_dir).get("precision", "fp32")
+    previous = index_precision(previous_manifest)
     if config.precision not in ("auto", previous):
         raise EmbedError(
             f"previous index {config.previous_index_dir} was encoded in {previous}, this "
             f"run asks for {config.precision}: its vectors cannot be reused; build a full "
             "index (no previous_index_dir)"
         )
-    return str(previous)
+    return previous
 
 
-def _load_previous(index_dir: Path, model_sha: str, max_seq_length: int | None) -> _Previous:
-    manifest = read_manifest(index_dir)
+def _load_previous(
+    index_dir: Path, manifest: dict[str, Any], model_sha: str, max_seq_length: int | None
+) -> _Previous:
     if manifest.get("model_sha256") != model_sha:
         raise EmbedError(
             f"previous index {index_dir} was built with model sha256 "
@@ -498,10 +511,9 @@ def _write_index(
     products: Sequence[CatalogProduct],
     vectors: npt.NDArray[np.float32],
     manifest: dict[str, Any],
-    ann: tuple[_AnnPlan, _Previous | None, list[int]],
+    plan: _AnnPlan,
 ) -> None:
-    """Write the four files; ``ann`` is the plan, the previous index and the encoded rows."""
-    plan, previous, encoded = ann
+    """Write the four files; the ANN graph as ``plan`` says."""
     folder.mkdir(parents=True)
     ids = np.array([p.product_id for p in products], dtype=np.int64)
     table = pa.table(
@@ -515,15 +527,11 @@ def _write_index(
     pq.write_table(table, folder / PRODUCTS_FILE)
     np.save(folder / VECTORS_FILE, vectors, allow_pickle=False)
     started = time.perf_counter()
-    if plan.update and previous is not None:
-        graph = _updated_ann(previous, plan, ids[encoded], vectors[encoded])
-    else:
-        graph = _build_ann(ids, vectors)
-    graph.save(str(folder / ANN_FILE))
+    _ann_graph(plan, ids, vectors).save(str(folder / ANN_FILE))
     log.info("ANN graph: %s in %.1f s", plan.reason, time.perf_counter() - started)
     manifest["ann"] = {
         **_ann_parameters(),
-        "built": "updated" if plan.update else "full",
+        "built": "full" if plan.previous is None else "updated",
         "removed_since_build": plan.removed_since_build,
     }
     (folder / MANIFEST_FILE).write_text(
@@ -558,14 +566,14 @@ def _reuse(
     products: Sequence[CatalogProduct],
     previous: _Previous | None,
     vectors: npt.NDArray[np.float32],
-) -> tuple[list[int], int, int]:
+) -> tuple[list[int], int, list[int]]:
     """Copy the previous vectors of unchanged products into ``vectors``.
 
     Returns the rows still to encode (new or changed products), how many were reused
-    and how many previous products are no longer active (dropped).
+    and the ids of previous products that are no longer active (dropped).
     """
     if previous is None:
-        return list(range(len(products))), 0, 0
+        return list(range(len(products))), 0, []
     to_encode: list[int] = []
     reuse_to: list[int] = []
     reuse_from: list[int] = []
@@ -579,7 +587,7 @@ def _reuse(
     if reuse_to:
         vectors[reuse_to] = previous.vectors[reuse_from]
     active = {p.product_id for p in products}
-    dropped = sum(1 for product_id in previous.rows if product_id not in active)
+    dropped = [product_id for product_id in previous.rows if product_id not in active]
     return to_encode, len(reuse_to), dropped
 
 
@@ -592,14 +600,19 @@ def embed(config: EmbedConfig) -> EmbedResult:
     in one line.
     """
     started = time.perf_counter()
-    runtime = inference_runtime(config.device, _precision(config))
+    previous_manifest = (
+        read_manifest(config.previous_index_dir) if config.previous_index_dir else None
+    )
+    runtime = inference_runtime(config.device, _precision(config, previous_manifest))
     products = read_catalog(config.products_path)
     model = load_model(config.model_dir, runtime, config.max_seq_length)
     model_sha = model_sha256(config.model_dir)
     dim = _embedding_dimension(model)
     previous = (
-        _load_previous(config.previous_index_dir, model_sha, model.max_seq_length)
-        if config.previous_index_dir is not None
+        _load_previous(
+            config.previous_index_dir, previous_manifest, model_sha, model.max_seq_length
+        )
+        if config.previous_index_dir is not None and previous_manifest is not None
         else None
     )
     vectors = np.empty((len(products), dim), dtype=np.float32)
@@ -614,7 +627,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
         runtime.precision,
         len(to_encode),
         reused,
-        dropped,
+        len(dropped),
     )
     encode_started = time.perf_counter()
     if to_encode:
@@ -626,7 +639,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
         "products": len(products),
         "encoded": len(to_encode),
         "reused": reused,
-        "dropped": dropped,
+        "dropped": len(dropped),
     }
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -646,8 +659,8 @@ def embed(config: EmbedConfig) -> EmbedResult:
     }
     partial = config.output_dir.with_name(config.output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    plan = _plan_ann(products, to_encode, previous)
-    _write_index(partial, products, vectors, manifest, (plan, previous, to_encode))
+    plan = _plan_ann(products, to_encode, dropped, previous)
+    _write_index(partial, products, vectors, manifest, plan)
     sha = index_sha256(partial)
     _publish(partial, config.output_dir, sha)
     log.info("index %s written to %s", sha, config.output_dir)
@@ -723,7 +736,7 @@ def check_index(
     ids = np.asarray(table.column("product_id").to_numpy(), dtype=np.int64)
     actual_sha = model_sha256(model_dir)
     if model is None:
-        runtime = runtime or inference_runtime("auto", manifest.get("precision", "fp32"))
+        runtime = runtime or inference_runtime("auto", index_precision(manifest))
         model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
     expected_dim = _embedding_dimension(model)
     checks: dict[str, Any] = {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from shelfguard_train.embed import (
     ann_search,
     encode_texts,
+    index_precision,
     index_sha256,
     open_ann,
     read_index_products,
@@ -104,7 +105,7 @@ class CatalogSearcher:
                     f"{actual_index}"
                 )
         # Queries are encoded in the precision the index's vectors were.
-        runtime = inference_runtime(device, manifest.get("precision", "fp32"))
+        runtime = inference_runtime(device, index_precision(manifest))
         model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
         table = read_index_products(index_dir)
         products = {
