@@ -78,6 +78,7 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``pytest -n``, keep each test folder on one worker so its shared fixtures
     (a dbt build, a generated warehouse, a tiny model) are built once; tests marked
@@ -91,3 +92,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # End-to-end modules each build their own home: one group per module.
         group = f"e2e-{path.stem}" if path.parent.name == "e2e" else path.parent.name
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail the run when ``--dist loadgroup`` does not group: every shared fixture (a real
+    fine-tune among them) would then be built once per worker, doubling the run."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    ungrouped = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]
+    ]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(ungrouped)} tests (e.g. {ungrouped[0]}): "
+            "check the pytest / pytest-xdist versions in constraints.txt"
+        )
