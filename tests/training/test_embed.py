@@ -472,6 +472,7 @@ def test_cli_embed_end_to_end(
                 "output_dir": "index",
                 "batch_size": 16,
                 "device": "cpu",
+                "precision": "fp32",  # as full_index, whatever this CPU's auto would be
             }
         )
     )
