@@ -1,7 +1,8 @@
 """The embedded runtime: real Airflow on one machine, no services.
 
 Airflow's metadata lives in SQLite under ``$SHELFGUARD_HOME/airflow``; a DAG
-runs with ``airflow dags test`` (every task in one process, no scheduler). The
+runs with ``airflow dags test`` (every task in one process, no scheduler),
+through :mod:`shelfguard.dag_test`. The
 outcome is read back from the ledger, never from Airflow's task states.
 """
 
@@ -139,10 +140,11 @@ def run_dag(
     payload = {**(conf or {}), "request_id": request_id}
     log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # `airflow dags test`, less its idle one-second waits (see shelfguard.dag_test).
     command = [
-        _airflow_bin(),
-        "dags",
-        "test",
+        sys.executable,
+        "-m",
+        "shelfguard.dag_test",
         dag_id,
         "-f",
         str(dag_file),
