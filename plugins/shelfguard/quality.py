@@ -106,6 +106,8 @@ _MAP_EXPECTATIONS = (
 )
 _MESSAGE_LIMIT = 500
 _TEXT_LIMIT = 200
+# libyaml when PyYAML was built with it (the wheels are): suite files are read on every gate.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SUITE_KEYS = {"suite", "table", "sample_columns", "expectations"}
 _ENTRY_KEYS = {"id", "type", "severity", "kwargs", "samples"}
 
@@ -278,7 +280,7 @@ def _comments_above(lines: list[str], line: int) -> str:
 
 def _entry_lines(text: str) -> list[int]:
     """0-based line of every entry of the top-level ``expectations`` list."""
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=_YAML_LOADER)
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:
@@ -331,7 +333,7 @@ def load_suite(
         raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from exc
     text = data.decode("utf-8", errors="replace")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader, C or Python
         entry_lines = _entry_lines(text)
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
@@ -776,6 +778,34 @@ def _gx() -> Any:
     return great_expectations
 
 
+_template_cache: jinja2.BytecodeCache | None = None
+
+
+def _cache_compiled_templates(directory: Path) -> None:
+    """Keep GX's compiled Data Docs templates on disk under ``directory``.
+
+    GX builds a new Jinja environment for every page it renders, so each gate run
+    compiled the same few dozen templates again, once per page: most of the cost of
+    rendering the Data Docs. Jinja's bytecode cache keys each compiled template by its
+    name and a checksum of its source, so a GX upgrade cannot serve a stale page.
+    """
+    from great_expectations.render.view.view import DefaultJinjaView
+
+    global _template_cache
+    directory.mkdir(parents=True, exist_ok=True)
+    _template_cache = jinja2.FileSystemBytecodeCache(str(directory))
+    init = DefaultJinjaView.__init__
+    if getattr(init, "_shelfguard_cached", False):
+        return
+
+    def cached_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.env.bytecode_cache = _template_cache
+
+    cached_init._shelfguard_cached = True  # type: ignore[attr-defined]
+    DefaultJinjaView.__init__ = cached_init  # type: ignore[method-assign]
+
+
 def docs_index(gx_root: Path) -> Path:
     """Where the Data Docs index of the context under ``gx_root`` is written."""
     return gx_root / GX_DIR / "uncommitted" / "data_docs" / "local_site" / "index.html"
@@ -801,6 +831,11 @@ def _context(gx_root: Path) -> AbstractDataContext:
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     if context.variables.analytics_enabled is not False:
         context.enable_analytics(False)
+    if context.variables.config_variables_file_path is not None:
+        # Nothing here uses GX config variables, and GX re-reads their YAML file for every
+        # value it substitutes (about fifty times a gate); environment variables still work.
+        context.variables.config_variables_file_path = None
+        context.variables.save()
     bars: Any = context.variables.progress_bars
     # A context read back from its YAML holds this section as a plain dict.
     shown = (
@@ -917,6 +952,7 @@ def run_suites(
             datasource.get_engine().dispose()
         index: Path | None = None
         if identifiers:
+            _cache_compiled_templates(gx_root / GX_DIR / "uncommitted" / "template_cache")
             sites = context.build_data_docs(resource_identifiers=identifiers)
             index = docs_index(gx_root) if sites else None
     return QualityReport(runs=runs, docs_index=index)

@@ -66,6 +66,27 @@ def test_a_clean_batch_passes_and_is_recorded(home: Any) -> None:
     assert Path(row.report_uri.removeprefix("file://")).is_file()
 
 
+def test_data_docs_show_each_run_and_render_from_compiled_templates(home: Any) -> None:
+    cache = home.settings.home / "gx" / "uncommitted" / "template_cache"
+    site = home.settings.home / "gx" / "uncommitted" / "data_docs" / "local_site"
+    compiled: list[str] = []
+    for defect, column in (("duplicate_ids", "product_id"), ("empty_names", "product_name")):
+        run_id = home.land(defect)
+        outcome = rerun(home, run_id)
+        assert outcome.status == "fail"
+        if not compiled:
+            compiled = sorted(p.name for p in cache.iterdir())
+            assert compiled, "the Data Docs templates are compiled once and kept"
+        else:
+            now = sorted(p.name for p in cache.iterdir())
+            assert now == compiled, "the second run renders from the kept templates"
+        folder = site / "validations" / "raw_products" / run_id.replace("/", "__")
+        (page,) = folder.rglob("*.html")
+        html = page.read_text(encoding="utf-8")
+        assert "raw_products" in html and column in html
+        assert outcome.report_uri == (site / "index.html").as_uri()
+
+
 def test_the_run_records_the_suites_and_policy_it_was_judged_by(home: Any) -> None:
     home.raw_gate()
 
