@@ -85,6 +85,7 @@ __all__ = [
     "load_suite",
     "open_warehouse",
     "run_suites",
+    "template_cache_dir",
 ]
 
 Severity = Literal["error", "warn"]
@@ -811,6 +812,11 @@ def docs_index(gx_root: Path) -> Path:
     return gx_root / GX_DIR / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
+def template_cache_dir(gx_root: Path) -> Path:
+    """Where the compiled Data Docs templates of the context under ``gx_root`` are kept."""
+    return gx_root / GX_DIR / "uncommitted" / "template_cache"
+
+
 @contextmanager
 def _locked(gx_root: Path) -> Iterator[None]:
     # Two gates running at once would both rewrite the context's YAML and JSON stores.
@@ -831,11 +837,12 @@ def _context(gx_root: Path) -> AbstractDataContext:
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     if context.variables.analytics_enabled is not False:
         context.enable_analytics(False)
+    changed = False
     if context.variables.config_variables_file_path is not None:
         # Nothing here uses GX config variables, and GX re-reads their YAML file for every
         # value it substitutes (about fifty times a gate); environment variables still work.
         context.variables.config_variables_file_path = None
-        context.variables.save()
+        changed = True
     bars: Any = context.variables.progress_bars
     # A context read back from its YAML holds this section as a plain dict.
     shown = (
@@ -845,6 +852,8 @@ def _context(gx_root: Path) -> AbstractDataContext:
         context.variables.progress_bars = ProgressBarsConfig(
             globally=False, metric_calculations=False
         )
+        changed = True
+    if changed:
         context.variables.save()
     return cast("AbstractDataContext", context)
 
@@ -952,7 +961,7 @@ def run_suites(
             datasource.get_engine().dispose()
         index: Path | None = None
         if identifiers:
-            _cache_compiled_templates(gx_root / GX_DIR / "uncommitted" / "template_cache")
+            _cache_compiled_templates(template_cache_dir(gx_root))
             sites = context.build_data_docs(resource_identifiers=identifiers)
             index = docs_index(gx_root) if sites else None
     return QualityReport(runs=runs, docs_index=index)

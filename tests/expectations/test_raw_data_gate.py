@@ -17,7 +17,7 @@ from shelfguard import gates
 from shelfguard.gates import GateError
 from shelfguard.ledger import GateRecord
 from shelfguard.policy import Policy, load_policy
-from shelfguard.quality import SAMPLE_LIMIT, default_suites_dir
+from shelfguard.quality import SAMPLE_LIMIT, default_suites_dir, docs_index, template_cache_dir
 
 # Each raw defect of the generator -> the check that must block the batch because of it.
 DEFECT_CHECKS = {
@@ -67,8 +67,8 @@ def test_a_clean_batch_passes_and_is_recorded(home: Any) -> None:
 
 
 def test_data_docs_show_each_run_and_render_from_compiled_templates(home: Any) -> None:
-    cache = home.settings.home / "gx" / "uncommitted" / "template_cache"
-    site = home.settings.home / "gx" / "uncommitted" / "data_docs" / "local_site"
+    cache = template_cache_dir(home.settings.home)
+    index = docs_index(home.settings.home)
     compiled: list[str] = []
     for defect, column in (("duplicate_ids", "product_id"), ("empty_names", "product_name")):
         run_id = home.land(defect)
@@ -80,11 +80,11 @@ def test_data_docs_show_each_run_and_render_from_compiled_templates(home: Any) -
         else:
             now = sorted(p.name for p in cache.iterdir())
             assert now == compiled, "the second run renders from the kept templates"
-        folder = site / "validations" / "raw_products" / run_id.replace("/", "__")
+        folder = index.parent / "validations" / "raw_products" / run_id.replace("/", "__")
         (page,) = folder.rglob("*.html")
         html = page.read_text(encoding="utf-8")
         assert "raw_products" in html and column in html
-        assert outcome.report_uri == (site / "index.html").as_uri()
+        assert outcome.report_uri == index.as_uri()
 
 
 def test_the_run_records_the_suites_and_policy_it_was_judged_by(home: Any) -> None:
