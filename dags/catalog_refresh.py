@@ -13,8 +13,13 @@ publishes the marts, only when every data gate passed.
    policy's limits (quarantine share, duplicates, empty fields, drift...).
 4. **dbt** (Cosmos): staging, intermediate and marts, one task per model with
    its tests after it; a failing test stops everything downstream of it.
-5. **training_data_gate** checks the marts: leakage, k-anonymity, balance, drift.
-6. **publish** updates the marts Assets that `search_model_retraining` waits on.
+   The marts are built into the run's own candidate schema; staging reads only
+   published batches and this run's batch (write-audit-publish).
+5. **training_data_gate** checks the candidate: leakage, k-anonymity, balance, drift.
+6. **publish** makes the gated candidate the published `marts` in one warehouse
+   transaction, marks the batch published, and updates the marts Assets that
+   `search_model_retraining` waits on (each event names the snapshot's id and
+   fingerprint). A run blocked at any gate leaves the published marts untouched.
 7. **prepare_index_refresh** — only when a champion exists — exports the
    catalog; **embed_catalog** re-encodes with the champion's model only the
    products that are new or changed and drops deleted ones (incremental);
@@ -22,7 +27,8 @@ publishes the marts, only when every data gate passed.
    (or waits for a person, `approval.index_refresh`); **promote_index** moves the
    champion to (same model, new index) after re-checking the ledger.
 8. **finalize** records the outcome from the ledger (OK, or BLOCKED at the gate
-   that failed, or FAILED) and writes the governance report.
+   that failed, or FAILED), marks a batch that was not published as blocked, drops
+   an unpublished candidate and writes the governance report.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ def catalog_refresh() -> None:
         return tasks.ingest(context)
 
     @task(outlets=list(MARTS))
-    def publish(**context: object) -> list[str]:
+    def publish(**context: object) -> dict[str, object]:
         return tasks.publish_marts(context)
 
     # Without a champion there is no index to refresh: skip the next four tasks only.

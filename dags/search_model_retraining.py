@@ -4,10 +4,13 @@
 Retrains the product-search model when new gated marts are published (or
 weekly), and lets the new model through only when it is measurably good.
 
-1. **start** opens the run in the governance ledger.
-2. **training_data_gate** re-checks the marts this run trains on (leakage,
-   k-anonymity, balance, drift) and fingerprints them.
-3. **prepare_training** exports exactly those marts as parquet and writes the
+1. **start** opens the run in the governance ledger, pins the policy and pins
+   one published snapshot of the marts (the one the triggering Asset event names,
+   else the current one): the run reads only that snapshot, whatever is published
+   meanwhile.
+2. **training_data_gate** re-checks that snapshot (leakage, k-anonymity, balance,
+   drift) and that its fingerprint is still the pinned one.
+3. **prepare_training** exports exactly that snapshot as parquet and writes the
    training config (overrides: the `train` param).
 4. **train** fine-tunes the bi-encoder: a GPU pod in production, a local
    subprocess on the embedded default — the same `shelfguard_train` entry point.

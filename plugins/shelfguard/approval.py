@@ -220,14 +220,11 @@ def _finish(decision: ApprovalRecord, log: Any) -> dict[str, Any]:
 
 
 def _context_run(context: Mapping[str, Any]) -> tuple[Ledger, Policy, str]:
-    from shelfguard.config import load_settings
-    from shelfguard.ledger import open_ledger
-    from shelfguard.lineage import ledger_run_id
-    from shelfguard.policy import load_policy
+    """The run's ledger, the policy it pinned when it started, and its ledger id."""
+    from shelfguard.run_context import RunContext
 
-    settings = load_settings()
-    run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
-    return open_ledger(settings.ledger_url), load_policy(), run_id
+    ctx = RunContext.from_airflow(context)
+    return ctx.ledger, ctx.policy, ctx.run_id
 
 
 class LedgerApprovalOperator(BaseOperator):

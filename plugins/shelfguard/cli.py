@@ -139,12 +139,15 @@ def print_manifest(manifest: dict[str, Any]) -> None:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.ingest import IngestError, ingest
+    from shelfguard.publication import land
 
     settings.ensure_dirs()
     ledger = _ledger(settings)
     try:
         with _progress(not args.json) as progress:
             manifest = ingest(Path(args.source), settings.warehouse_url, ledger, progress=progress)
+        # Landed, not published: staging reads it only once a catalog_refresh run gates it.
+        land(settings, ledger, manifest.batch_id, manifest.to_dict()["files"])
     except IngestError as exc:
         raise UsageError(f"ingest refused: {exc}") from exc
     finally:
@@ -153,6 +156,103 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         out.print_json(manifest.to_json())
     else:
         print_manifest(manifest.to_dict())
+    return 0
+
+
+def _batch_summary(batch: Any) -> dict[str, Any]:
+    return {
+        "batch_id": batch.batch_id,
+        "state": batch.state,
+        "gate": batch.gate,
+        "reason": batch.reason,
+        "run_id": batch.run_id,
+        "snapshot_id": batch.snapshot_id,
+        "landed_at": batch.landed_at.isoformat(),
+        "updated_at": batch.updated_at.isoformat(),
+        "rows_read": batch.count("rows_read"),
+        "rows_accepted": batch.count("rows_accepted"),
+        "rows_quarantined": batch.count("rows_quarantined"),
+        "files": batch.files,
+        "history": [
+            {
+                "state": e.state,
+                "at": e.at.isoformat(),
+                "run_id": e.run_id,
+                "by": e.actor,
+                "reason": e.reason,
+            }
+            for e in batch.events
+        ],
+    }
+
+
+_STATE_STYLE = {
+    "published": "green",
+    "blocked": "red",
+    "purged": "dim",
+    "landed": "yellow",
+    "gated": "cyan",
+}
+
+
+def cmd_batches(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard batches [--json]`` and ``shelfguard batches purge BATCH --by --reason``."""
+    from shelfguard.ledger import LedgerError
+
+    if getattr(args, "action", None) == "purge":
+        return _purge(args, settings)
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    ledger = _ledger(settings)
+    try:
+        batches = ledger.batches(limit=args.limit, state=args.state)
+    except LedgerError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps([_batch_summary(b) for b in batches]))
+        return 0
+    if not batches:
+        out.print("no batches yet: `shelfguard run catalog_refresh --source DIR` lands one")
+        return 0
+    table = Table(title="batches (newest first)")
+    for column in ("batch", "state", "gate", "rows", "quar.", "landed UTC"):
+        table.add_column(column, no_wrap=True)
+    for batch in batches:
+        style = _STATE_STYLE.get(batch.state, "")
+        table.add_row(
+            batch.batch_id,
+            f"[{style}]{batch.state}[/]" if style else batch.state,
+            batch.gate or "",
+            str(batch.count("rows_read")),
+            str(batch.count("rows_quarantined")),
+            batch.landed_at.strftime("%m-%d %H:%M"),
+        )
+    out.print(table)
+    return 0
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.ledger import LedgerError
+    from shelfguard.publication import PublicationError, purge
+
+    ledger = _ledger(settings)
+    try:
+        record, files = purge(settings, ledger, args.batch_id, by=args.by, reason=args.reason)
+    except (PublicationError, LedgerError) as exc:
+        raise UsageError(f"purge refused: {exc}") from exc
+    finally:
+        ledger.dispose()
+    if args.json:
+        payload = _batch_summary(record)
+        payload["purged_files"] = [vars(f) for f in files]
+        out.print_json(json.dumps(payload))
+        return 0
+    out.print(f"purged batch {record.batch_id}: {record.reason}")
+    for f in files:
+        what = f.kept_because or f"{f.raw_rows} raw + {f.quarantined_rows} quarantined rows deleted"
+        out.print(f"  raw.{f.table} {f.sha256[:12]}: {what}")
     return 0
 
 
@@ -368,7 +468,8 @@ def _awaiting(ledger: Any, run_id: str) -> str:
 
 def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.approval import ApprovalError, record_decision
-    from shelfguard.policy import PolicyError, load_policy
+    from shelfguard.policy import PolicyError
+    from shelfguard.run_context import RunContext, RunContextError
 
     if settings.approval_backend == "hitl":
         raise UsageError(
@@ -379,10 +480,12 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     ledger = _ledger(settings)
     try:
         run_id = _awaiting(ledger, args.run_id)
+        # The approvers are those of the policy the run pinned, not of the shell's file.
+        policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
         record = record_decision(
-            ledger, load_policy(), run_id, decision, args.by, via="cli", comment=args.comment
+            ledger, policy, run_id, decision, args.by, via="cli", comment=args.comment
         )
-    except (ApprovalError, PolicyError) as exc:
+    except (ApprovalError, PolicyError, RunContextError) as exc:
         raise UsageError(str(exc)) from exc
     finally:
         ledger.dispose()
@@ -644,6 +747,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the outcome as JSON")
     run.set_defaults(func=cmd_run)
+
+    bat = sub.add_parser(
+        "batches", help="landed batches and their state: landed, gated, published, blocked, purged"
+    )
+    bat.add_argument("--limit", type=int, default=50, help="how many batches (default 50)")
+    bat.add_argument("--state", default=None, help="only batches in this state")
+    bat.add_argument("--json", action="store_true", help="print as JSON")
+    bat.set_defaults(func=cmd_batches, action=None)
+    bat_sub = bat.add_subparsers(dest="action")
+    purge = bat_sub.add_parser(
+        "purge", help="delete a blocked batch's raw and quarantined rows (recorded)"
+    )
+    purge.add_argument("batch_id", help="a blocked batch, from `shelfguard batches`")
+    purge.add_argument("--by", required=True, help="who purges it (kept in the ledger)")
+    purge.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    purge.add_argument("--json", action="store_true", help="print the purged batch as JSON")
+    purge.set_defaults(func=cmd_batches)
 
     st = sub.add_parser("status", help="the champion and the recent runs with their gates")
     st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")

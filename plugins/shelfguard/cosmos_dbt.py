@@ -21,7 +21,11 @@ from shelfguard.dbt import dbt_env, dbt_target, manifest_path, project_dir
 from shelfguard.lineage import ledger_run_id
 
 DBT_GATE = "dbt"
+#: XCom keys the ``start`` task pushes for dbt: the pinned policy's k, the batch this
+#: build is a candidate for, and the schema its marts are built in.
 K_ANONYMITY_XCOM = "k_anonymity"
+CANDIDATE_BATCH_XCOM = "candidate_batch"
+MARTS_SCHEMA_XCOM = "marts_schema"
 
 # A governance product makes no outside calls (Cosmos reads this when it is imported).
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
@@ -72,6 +76,10 @@ def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
         ledger.dispose()
 
 
+def _pull(task_id: str, key: str) -> str:
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}', key='{key}') }}}}"
+
+
 def dbt_task_group(group_id: str = "dbt") -> Any:
     """The Cosmos ``DbtTaskGroup`` of the whole project (call inside a DAG)."""
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -116,8 +124,17 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
             "install_deps": False,
             # Secrets (pseudonym key, passwords) stay in the workers' environment, never in task args.
             "env": dbt_env(settings, secrets=False),
-            # The policy's k reaches dbt at run time, never read while parsing the DAG.
-            "vars": {"k_anonymity": "{{ ti.xcom_pull(task_ids='start', key='k_anonymity') }}"},
+            # Known at run time only, never read while parsing the DAG: the pinned policy's
+            # k, the batch this build is a candidate for (staging reads it besides the
+            # published ones) and the run's candidate schema for the marts.
+            "vars": {
+                K_ANONYMITY_XCOM: _pull("start", K_ANONYMITY_XCOM),
+                CANDIDATE_BATCH_XCOM: _pull("ingest", CANDIDATE_BATCH_XCOM),
+                MARTS_SCHEMA_XCOM: _pull("start", MARTS_SCHEMA_XCOM),
+            },
+            # Models land in a candidate schema: an Asset event is emitted only when the
+            # marts are published (the `publish` task), never for an unpublished table.
+            "emit_datasets": False,
             "callback": record_dbt_results,
             # Compiled staging SQL carries the pseudonymisation key; it must not be kept in
             # Airflow's metadata database or shown in the UI.

@@ -55,6 +55,9 @@ _VOLATILE_NODE_KEYS = (
     "compiled_code",
     "extra_ctes",
     "extra_ctes_injected",
+    # A hook's position: dbt numbers on-run-start hooks from 0 when parsing and from 1
+    # when running them.
+    "index",
 )
 _LOG_TAIL_LINES = 40
 # dbt's console script, run by this interpreter (so the same virtualenv, wherever it is).
@@ -333,6 +336,8 @@ def build(
     *,
     target_path: Path | None = None,
     timeout: float | None = 3600,
+    candidate_batch: str | None = None,
+    marts_schema: str | None = None,
 ) -> DbtBuildResult:
     """Run ``dbt build`` (models, data tests, unit tests) and report every node.
 
@@ -344,7 +349,13 @@ def build(
     hold it: keep that folder private. Failed models and tests are reported in the
     result (``success`` False); :class:`DbtError` is raised only when dbt could not run
     at all.
+
+    Staging reads the raw files of published batches only (write-audit-publish); a
+    ``candidate_batch`` is read besides them, and ``marts_schema`` (a
+    ``snapshot_<16 hex>`` schema) receives the marts instead of ``marts``.
     """
+    from shelfguard.publication import dbt_vars as publication_vars
+
     target_path = target_path or settings.home / "dbt" / "target"
     target_path.mkdir(parents=True, exist_ok=True)
     run_results_path = target_path / "run_results.json"
@@ -353,7 +364,10 @@ def build(
         "build",
         *_common_flags(target_path, target_path.parent / "logs"),
         "--vars",
-        json.dumps(dbt_vars(policy), sort_keys=True),
+        json.dumps(
+            {**dbt_vars(policy), **publication_vars(candidate_batch, marts_schema)},
+            sort_keys=True,
+        ),
     ]
     if select:
         args += ["--select", *([select] if isinstance(select, str) else select)]

@@ -15,7 +15,6 @@ per-file checks, which also accept the family name ``<gate>.<check>``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,8 @@ import sqlalchemy as sa
 from shelfguard.config import Settings, load_settings
 from shelfguard.ingest import SPECS
 from shelfguard.ledger import IngestFileRecord, Ledger, open_ledger
-from shelfguard.policy import Policy, load_policy
+from shelfguard.policy import Policy
+from shelfguard.publication import MARTS, fingerprint_tables
 from shelfguard.quality import (
     SAMPLE_LIMIT,
     QualityReport,
@@ -54,13 +54,15 @@ __all__ = [
 GATES = ("raw_data", "training_data")
 RAW_SUITES = ("raw_products", "raw_search_log", "raw_judgements")
 TRAINING_SUITES = ("training_pairs", "golden_set")
+#: The marts a snapshot holds and the training-data gate fingerprints (without schema:
+#: a candidate or a published snapshot lives in its own ``snapshot_<hex>`` schema).
 MART_TABLES = (
-    "marts.dim_products",
-    "marts.fct_training_pairs",
-    "marts.fct_golden_judgements",
-    "marts.agg_category_mix",
+    "dim_products",
+    "fct_training_pairs",
+    "fct_golden_judgements",
+    "agg_category_mix",
     # Not in the marts contract, but read by the k-anonymity check (users per query).
-    "marts.agg_query_popularity",
+    "agg_query_popularity",
 )
 # Raw rows carry the sha256 of the file they came from: a file already loaded by an
 # earlier batch keeps that batch's _batch_id, so the file hash is what finds its rows.
@@ -130,15 +132,19 @@ def run_gate(
 ) -> GateOutcome:
     """Run gate ``name`` for ``run_id``, record its verdict and lineage, and return it.
 
-    ``settings``, ``policy`` and ``ledger`` default to the process's own (environment,
-    ``governance.yml``). Raises :class:`GateError` when the gate cannot run (unknown
-    name, no warehouse, no batch for a raw-data gate); a data problem is a ``fail``
-    outcome, never an exception.
+    ``settings`` and ``ledger`` default to the process's own (environment); ``policy`` to
+    the one the run pinned when it started. Raises :class:`GateError` when the gate cannot
+    run (unknown name, no warehouse, no batch for a raw-data gate); a data problem is a
+    ``fail`` outcome, never an exception.
+
+    The raw-data gate moves the run's batch to ``gated`` or ``blocked``. The
+    training-data gate judges the marts snapshot the run names in its lineage
+    (``marts_schema``: the run's candidate, or the published snapshot a retraining run
+    pinned) and, when the run pinned a fingerprint, fails unless the snapshot still has it.
     """
     if name not in GATES:
         raise GateError(f"unknown gate {name!r}; known gates: {', '.join(GATES)}")
     settings = settings or load_settings()
-    policy = policy or load_policy()
     if settings.warehouse_kind == "duckdb" and not settings.duckdb_path.is_file():
         raise GateError(f"the warehouse {settings.duckdb_path} does not exist: nothing to check")
     owned = ledger is None
@@ -147,6 +153,10 @@ def run_gate(
     try:
         if ledger.get_run(run_id) is None:
             raise GateError(f"run {run_id!r} is not in the ledger: start the run first")
+        if policy is None:
+            from shelfguard.run_context import RunContext
+
+            policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
         if name == "raw_data":
             outcome, suites = _raw_data(run_id, settings, policy, ledger)
         else:
@@ -161,6 +171,17 @@ def run_gate(
             report_uri=outcome.report_uri,
         )
         _record_lineage(ledger, run_id, suites, policy)
+        if name == "raw_data":
+            batch_id = str(outcome.metrics["batch_id"])
+            if ledger.get_batch(batch_id) is not None:
+                blocked = outcome.status == "fail"
+                ledger.set_batch_state(
+                    batch_id,
+                    "blocked" if blocked else "gated",
+                    run_id=run_id,
+                    gate="raw_data" if blocked else None,
+                    reason=outcome.summary if blocked else None,
+                )
         return outcome
     finally:
         if owned:
@@ -341,49 +362,26 @@ def _raw_data(
 # --------------------------------------------------------------------------------------
 
 
-def _table_exists(engine: sa.Engine, table: str) -> bool:
-    schema, name = table.split(".", 1)
-    return sa.inspect(engine).has_table(name, schema=schema)
-
-
-def _fingerprint(engine: sa.Engine, tables: Iterable[str]) -> tuple[str, dict[str, Any]]:
-    """A content hash of the marts, computed by the warehouse (row order does not matter)."""
-    digest = hashlib.sha256()
-    per_table: dict[str, Any] = {}
+def _fingerprint(engine: sa.Engine, schema: str) -> tuple[str, dict[str, Any]]:
+    """A content hash of the snapshot's marts, computed by the warehouse."""
     with engine.connect() as connection:
-        for table in tables:
-            if not _table_exists(engine, table):
-                digest.update(f"{table}\0missing\n".encode())
-                per_table[table] = None
-                continue
-            # md5 of each row's text, sorted and hashed again: the same rows in any order
-            # give the same value, and only one 32-character line per row is aggregated.
-            row = connection.execute(
-                sa.text(
-                    "select count(*), md5(coalesce(string_agg(row_md5, '' order by row_md5), '')) "
-                    f"from (select md5(cast(t as varchar)) as row_md5 from {table} as t) as hashed"
-                )
-            ).one()
-            rows, content = int(row[0]), str(row[1])
-            digest.update(f"{table}\0{rows}\0{content}\n".encode())
-            per_table[table] = {"rows": rows, "md5": content}
-    return digest.hexdigest()[:16], per_table
+        return fingerprint_tables(connection, schema, MART_TABLES)
 
 
-def _category_mix(engine: sa.Engine) -> dict[str, float]:
+def _category_mix(engine: sa.Engine, schema: str) -> dict[str, float]:
     # Shares recomputed from counts: independent of how the mart rounds its own share.
     rows = fetch_rows(
         engine,
         "select product_class, 1.0 * n_products / sum(n_products) over () as share "
-        "from marts.agg_category_mix",
+        f"from {schema}.agg_category_mix",
     )
     return {str(row["product_class"]): float(row["share"] or 0.0) for row in sorted(rows, key=str)}
 
 
-def _pairs_per_split(engine: sa.Engine) -> dict[str, int]:
+def _pairs_per_split(engine: sa.Engine, schema: str) -> dict[str, int]:
     rows = fetch_rows(
         engine,
-        "select split, count(*) as n_pairs from marts.fct_training_pairs group by split",
+        f"select split, count(*) as n_pairs from {schema}.fct_training_pairs group by split",
     )
     return {str(row["split"]): int(row["n_pairs"]) for row in rows}
 
@@ -454,22 +452,45 @@ def _drift_check(
     return outcome(drift <= limit, round(drift, 4), message, changes), drift
 
 
+def _snapshot_check(pinned: str, observed: str) -> dict[str, Any]:
+    return check(
+        "training_data.snapshot_unchanged",
+        passed=observed == pinned,
+        severity="error",
+        comment=(
+            "the published snapshot this run pinned changed under it: what is trained on "
+            "must be exactly what was published and gated"
+        ),
+        observed=observed,
+        expected=f"fingerprint {pinned} (pinned when the run started)",
+        message="" if observed == pinned else f"fingerprint {observed}, pinned {pinned}",
+    )
+
+
 def _training_data(
     run_id: str, settings: Settings, policy: Policy, ledger: Ledger
 ) -> tuple[GateOutcome, list[SuiteSpec]]:
-    suites = [load_suite(name, policy) for name in TRAINING_SUITES]
+    run = ledger.get_run(run_id)
+    lineage = run.lineage if run else {}
+    schema = str(lineage.get("marts_schema") or MARTS)
+    suites = [load_suite(name, policy, marts_schema=schema) for name in TRAINING_SUITES]
     with open_warehouse(settings.warehouse_url) as engine:
-        fingerprint, tables = _fingerprint(engine, MART_TABLES)
-        mix = _category_mix(engine) if tables["marts.agg_category_mix"] else None
-        splits = _pairs_per_split(engine) if tables["marts.fct_training_pairs"] else {}
+        fingerprint, tables = _fingerprint(engine, schema)
+        mix = _category_mix(engine, schema) if tables["marts.agg_category_mix"] else None
+        splits = _pairs_per_split(engine, schema) if tables["marts.fct_training_pairs"] else {}
     report = run_suites(
         suites, warehouse_url=settings.warehouse_url, gx_root=settings.home, run_name=run_id
     )
     baseline = _baseline_mix(ledger, run_id)
     drift_check, drift = _drift_check(mix, baseline, policy)
     checks = [*report.checks, drift_check]
+    pinned = lineage.get("snapshot_fingerprint")
+    if pinned:
+        checks.append(_snapshot_check(str(pinned), fingerprint))
     metrics = {
         "fingerprint": fingerprint,
+        "marts_schema": schema,
+        "snapshot_id": lineage.get("snapshot_id"),
         "tables": tables,
         "pairs_per_split": splits,
         "category_mix": mix or {},

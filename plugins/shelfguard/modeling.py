@@ -26,20 +26,24 @@ from shelfguard.lineage import code_version
 from shelfguard.policy import Policy
 
 #: The three files the training entry points read; the column lists are the contract.
+#: ``{schema}`` is the snapshot read: a run's candidate or the published one it pinned.
 EXPORTS = {
     "pairs.parquet": (
-        "SELECT query, product_id, grade, weight, split FROM marts.fct_training_pairs ORDER BY pair_id"
+        "SELECT query, product_id, grade, weight, split FROM {schema}.fct_training_pairs "
+        "ORDER BY pair_id"
     ),
     "products.parquet": (
         "SELECT product_id, product_name, text_to_embed, product_class, top_category, content_hash "
-        "FROM marts.dim_products "
+        "FROM {schema}.dim_products "
         "WHERE is_active ORDER BY product_id"
     ),
     "golden.parquet": (
-        "SELECT query_id, query, query_class, product_id, grade FROM marts.fct_golden_judgements "
+        "SELECT query_id, query, query_class, product_id, grade "
+        "FROM {schema}.fct_golden_judgements "
         "WHERE is_known_product ORDER BY judgement_id"
     ),
 }
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class ModelingError(RuntimeError):
@@ -54,7 +58,9 @@ def artifact_root(settings: Settings) -> UPath:
 
 def run_dir(settings: Settings, run_id: str) -> UPath:
     """The artifact folder of one run (configs, results, the trained model)."""
-    return artifact_root(settings) / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    from shelfguard.run_context import run_dir as folder
+
+    return folder(settings, run_id)
 
 
 def training_snapshot(ledger: Ledger, run_id: str) -> str:
@@ -74,8 +80,13 @@ class DatasetExport:
     rows: dict[str, int]
 
 
-def export_training_data(settings: Settings, snapshot_id: str) -> DatasetExport:
+def export_training_data(
+    settings: Settings, snapshot_id: str, *, schema: str = "marts"
+) -> DatasetExport:
     """Write the marts as parquet under ``datasets/<snapshot>``; a snapshot is written once.
+
+    ``schema`` is where the snapshot's tables are: the published snapshot a retraining
+    run pinned (never changed by a later publication), or ``marts``.
 
     From a DuckDB warehouse, DuckDB copies each query to parquet. From a PostgreSQL one,
     the three queries are read in one read-only REPEATABLE READ transaction (one
@@ -88,9 +99,15 @@ def export_training_data(settings: Settings, snapshot_id: str) -> DatasetExport:
 
     import pyarrow.parquet as pq
 
+    if not _SCHEMA_NAME.match(schema):
+        raise ModelingError(f"not a schema name: {schema!r}")
     data_dir = artifact_root(settings) / "datasets" / snapshot_id
     data_dir.mkdir(parents=True, exist_ok=True)
-    missing = {name: query for name, query in EXPORTS.items() if not (data_dir / name).exists()}
+    missing = {
+        name: query.format(schema=schema)
+        for name, query in EXPORTS.items()
+        if not (data_dir / name).exists()
+    }
     if missing:
         # Written locally (DuckDB writes files), then put in the artifact store when that
         # is remote; each file lands whole or not at all, and exists only once complete.

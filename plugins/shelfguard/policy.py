@@ -138,6 +138,16 @@ def load_policy(path: Path | None = None) -> Policy:
         data = path.read_bytes()
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from exc
+    return parse_policy(data, str(path))
+
+
+def parse_policy(data: bytes, source: str) -> Policy:
+    """Validate a policy's bytes (read from ``source``: a path, or where they were pinned).
+
+    The same bytes always give the same policy and the same ``sha256``: a run pins its
+    policy by storing these bytes in the ledger and parses them again in every task.
+    """
+    path = Path(source)
     try:
         raw = yaml.safe_load(data) or {}
     except yaml.YAMLError as exc:
@@ -148,6 +158,6 @@ def load_policy(path: Path | None = None) -> Policy:
         if key in raw:
             raise PolicyError(f"{path}: {key!r} is computed on load and cannot be set")
     try:
-        return Policy(**raw, sha256=hashlib.sha256(data).hexdigest(), path=str(path))
+        return Policy(**raw, sha256=hashlib.sha256(data).hexdigest(), path=source)
     except ValidationError as exc:
         raise PolicyError(_describe(exc, path)) from exc

@@ -98,6 +98,7 @@ _READONLY_DUCKDB = "shelfguard_readonly"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 _JOIN = re.compile(r"\bjoin\b", re.IGNORECASE)
+_MARTS_REFERENCE = re.compile(r"(?<![A-Za-z0-9_.])marts\.(?=[a-z_])")
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 _MAP_EXPECTATIONS = (
     "expect_column_values",
@@ -315,24 +316,38 @@ class _Renderer:
         return text
 
 
+def _on_schema(text: str, marts_schema: str | None) -> str:
+    """The suite's text with ``marts.<table>`` read from ``marts_schema`` instead."""
+    if marts_schema is None or marts_schema == "marts":
+        return text
+    if not _IDENTIFIER.match(marts_schema):
+        raise SuiteError(f"not a schema name: {marts_schema!r}")
+    return _MARTS_REFERENCE.sub(f"{marts_schema}.", text)
+
+
 def load_suite(
     name: str,
     policy: Policy,
     scope: RowScope | None = None,
     *,
     suites_dir: Path | None = None,
+    marts_schema: str | None = None,
 ) -> SuiteSpec:
     """Read ``<suites_dir>/<name>.yml`` and render it against ``policy`` and ``scope``.
 
     Severities are the effective ones: ``policy.severities["<suite>.<id>"]`` overrides
-    what the file says. Raises :class:`SuiteError` naming the file and the entry.
+    what the file says. ``marts_schema`` judges a snapshot of the marts other than the
+    published one (a run's candidate, a pinned snapshot): every ``marts.<table>`` the
+    suite names, in ``table`` and in its SQL, then reads ``<marts_schema>.<table>``. The
+    suite's sha256 is the file's, whatever schema it is run on. Raises
+    :class:`SuiteError` naming the file and the entry.
     """
     path = (suites_dir or default_suites_dir()) / f"{name}.yml"
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from exc
-    text = data.decode("utf-8", errors="replace")
+    text = _on_schema(data.decode("utf-8", errors="replace"), marts_schema)
     try:
         raw = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader, C or Python
         entry_lines = _entry_lines(text)

@@ -1,9 +1,16 @@
 """Task bodies: what each Airflow task of the shelfguard DAGs does, one function per task.
 
 DAG files only wire these together. Each function takes the Airflow context,
-does its work through the package's plain functions, records what happened in
-the ledger, and stops the run with :class:`AirflowFailException` (no retry)
-when the result is a governance decision rather than a transient error.
+builds the run's :class:`~shelfguard.run_context.RunContext` once (settings, ledger,
+the policy pinned when the run started), does its work through the package's plain
+functions, records what happened in the ledger, and stops the run with
+:class:`AirflowFailException` (no retry) when the result is a governance decision
+rather than a transient error.
+
+Write-audit-publish (invariant 9): ``catalog_refresh`` lands a batch, gates it, builds
+the marts into the run's candidate schema, gates the candidate and only then publishes
+it (:func:`publish_marts`); ``search_model_retraining`` pins one published snapshot at
+its start and reads only that snapshot to the end.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from upath import UPath
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
-from shelfguard.policy import load_policy
+from shelfguard.run_context import RunContext, pin_policy
 
 FAILED = "failed"
 NOT_RUN = {"upstream_failed", "skipped", "removed", None}
@@ -37,29 +44,75 @@ def _conf(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start_run(context: Mapping[str, Any]) -> str:
-    """Open the run in the ledger with what it runs on (code version, policy hash, request id)."""
+    """Open the run in the ledger: code version, request id, and the policy, pinned.
+
+    The policy file is read here and nowhere else in the run: its bytes go to the ledger
+    under their sha256 and every later task parses them from there. A ``catalog_refresh``
+    run is given its candidate schema; a retraining run pins the published snapshot it
+    will read from start to end.
+    """
+    from shelfguard import publication
+    from shelfguard.cosmos_dbt import K_ANONYMITY_XCOM, MARTS_SCHEMA_XCOM
+
     settings = load_settings()
     settings.ensure_dirs()
     run_id, dag_id = _run_ids(context)
     conf = _conf(context)
-    policy = load_policy()
     ledger = open_ledger(settings.ledger_url)
+    policy = pin_policy(ledger)
     dag_run = context.get("dag_run")
+    lineage: dict[str, Any] = {
+        "code_version": code_version(),
+        "request_id": conf.get("request_id"),
+        "policy_sha256": policy.sha256,
+    }
+    if dag_id == "catalog_refresh":
+        lineage["marts_schema"] = publication.snapshot_schema(run_id)
+    else:
+        lineage.update(_pin_snapshot(context, settings, ledger))
     ledger.start_run(
         run_id,
         dag_id,
         triggered_by=conf.get("triggered_by")
         or getattr(dag_run, "triggering_user_name", None)
         or os.environ.get("USER"),
-        lineage={
-            "code_version": code_version(),
-            "request_id": conf.get("request_id"),
-            "policy_sha256": policy.sha256,
-        },
+        lineage=lineage,
     )
-    # dbt reads k from here at run time; the DAG never reads the policy while parsing.
-    context["ti"].xcom_push(key="k_anonymity", value=policy.privacy.k_anonymity)
+    # dbt reads these at run time; the DAG never reads the policy while parsing.
+    context["ti"].xcom_push(key=K_ANONYMITY_XCOM, value=policy.privacy.k_anonymity)
+    context["ti"].xcom_push(key=MARTS_SCHEMA_XCOM, value=lineage.get("marts_schema"))
     return run_id
+
+
+def _pin_snapshot(context: Mapping[str, Any], settings: Settings, ledger: Ledger) -> dict[str, Any]:
+    """The published snapshot a retraining run reads: the one its triggering Asset event
+    names, else the current one. Refuses to start without any."""
+    from shelfguard import publication
+
+    named = None
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in getattr(events, "values", lambda: [])():
+        for event in asset_events or []:
+            extra = getattr(event, "extra", None) or {}
+            named = extra.get("snapshot_id") or named
+    snapshot = ledger.get_snapshot(str(named)) if named else None
+    if snapshot is not None:
+        return {
+            "snapshot_id": snapshot.snapshot_id,
+            "marts_schema": snapshot.schema_name,
+            "snapshot_fingerprint": snapshot.fingerprint,
+        }
+    current = publication.current_snapshot(settings)
+    if current is None:
+        raise AirflowFailException(
+            "no published marts yet: run catalog_refresh first (retraining reads only "
+            "published, gated snapshots)"
+        )
+    return {
+        "snapshot_id": current.snapshot_id,
+        "marts_schema": current.schema_name,
+        "snapshot_fingerprint": current.fingerprint,
+    }
 
 
 def source_dir(context: Mapping[str, Any], settings: Settings) -> Path:
@@ -101,6 +154,10 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
         batch_id=manifest.batch_id,
         inputs={f["file_name"]: f["sha256"] for f in files},
     )
+    _land(settings, ledger, run_id, manifest.batch_id, files)
+    from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
+
+    context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest.batch_id)
     ledger.record_gate(
         run_id,
         "ingest",
@@ -121,29 +178,89 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     return manifest.to_dict()
 
 
-def publish_marts(context: Mapping[str, Any]) -> list[str]:
-    """Announce the marts (the task's outlets) once every data gate passed; record it."""
-    from shelfguard.assets import MARTS
+def _land(
+    settings: Settings, ledger: Ledger, run_id: str, batch_id: str, files: list[dict[str, Any]]
+) -> None:
+    from shelfguard import publication
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
+    publication.land(settings, ledger, batch_id, files, run_id=run_id)
+
+
+def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Publish the run's gated candidate as the marts, in one warehouse transaction.
+
+    The candidate's fingerprint must still be the one the training-data gate passed.
+    Then the snapshot is recorded, the batch becomes ``published``, and each marts
+    Asset event (the task's outlets) carries the snapshot's id and fingerprint.
+    Snapshots older than the newest few are dropped unless a running run pinned them.
+    """
+    from shelfguard import modeling, publication
+    from shelfguard.assets import MARTS
+    from shelfguard.gates import MART_TABLES
+
+    ctx = RunContext.from_airflow(context)
+    fingerprint = modeling.training_snapshot(ctx.ledger, ctx.run_id)
+    schema = str(ctx.lineage["marts_schema"])
+    batch_id = ctx.lineage.get("batch_id")
+    gate = next(g for g in ctx.ledger.gate_results(ctx.run_id) if g.gate == "training_data")
+    try:
+        snapshot = publication.publish(
+            ctx.settings,
+            schema=schema,
+            fingerprint=fingerprint,
+            tables=MART_TABLES,
+            run_id=ctx.run_id,
+            batch_id=str(batch_id) if batch_id else None,
+        )
+    except publication.PublicationError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    ctx.ledger.record_snapshot(
+        snapshot.snapshot_id,
+        schema_name=schema,
+        fingerprint=fingerprint,
+        run_id=ctx.run_id,
+        batch_id=snapshot.batch_id,
+        tables=dict(gate.metrics.get("tables") or {}),
+    )
+    if batch_id:
+        ctx.ledger.set_batch_state(
+            str(batch_id), "published", run_id=ctx.run_id, snapshot_id=snapshot.snapshot_id
+        )
     names = [asset.name for asset in MARTS]
-    ledger.update_lineage(run_id, published_assets=names)
-    return names
+    extra = {"snapshot_id": snapshot.snapshot_id, "fingerprint": fingerprint, "run_id": ctx.run_id}
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        for asset in MARTS:
+            outlet_events[asset].extra = extra
+    ctx.ledger.update_lineage(
+        ctx.run_id,
+        published_assets=names,
+        published_snapshot=snapshot.snapshot_id,
+        data_snapshot_id=fingerprint,
+    )
+    pinned = {
+        str(run.lineage.get("snapshot_id"))
+        for run in ctx.ledger.recent_runs(limit=200)
+        if run.outcome == "RUNNING" and run.lineage.get("snapshot_id")
+    }
+    retired = publication.retire_snapshots(ctx.settings, pinned=pinned | {snapshot.snapshot_id})
+    if retired:
+        ctx.ledger.update_lineage(ctx.run_id, retired_snapshots=retired)
+    return {**extra, "assets": names, "schema": schema}
 
 
 def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
     """Export the gated marts as parquet and write the run's training config."""
     from shelfguard import modeling
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
-    export = modeling.export_training_data(settings, modeling.training_snapshot(ledger, run_id))
+    ctx = RunContext.from_airflow(context)
+    settings, run_id = ctx.settings, ctx.run_id
+    export = modeling.export_training_data(
+        settings, modeling.training_snapshot(ctx.ledger, run_id), schema=_snapshot_schema(ctx)
+    )
     overrides = dict((context.get("params") or {}).get("train") or {})
     config = modeling.write_train_config(settings, run_id, export, overrides)
-    ledger.update_lineage(run_id, training_data=str(export.data_dir), training_rows=export.rows)
+    ctx.ledger.update_lineage(run_id, training_data=str(export.data_dir), training_rows=export.rows)
     return {
         "train_config": str(config),
         "train_result": str(modeling.run_dir(settings, run_id) / "train_result.json"),
@@ -151,21 +268,32 @@ def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _snapshot_schema(ctx: RunContext) -> str:
+    """The schema of the snapshot the run reads; the gated fingerprint must still be its own."""
+    from shelfguard import modeling
+
+    gated = modeling.training_snapshot(ctx.ledger, ctx.run_id)
+    pinned = ctx.lineage.get("snapshot_fingerprint")
+    if pinned and pinned != gated:
+        raise AirflowFailException(
+            f"the training-data gate passed snapshot {gated}, but the run pinned {pinned}"
+        )
+    return str(ctx.lineage.get("marts_schema") or "marts")
+
+
 def register_model(context: Mapping[str, Any]) -> dict[str, str]:
     """Record the trained model's bytes in the ledger and write the evaluation config."""
     from shelfguard import modeling
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
-    artifact = modeling.register_model(settings, ledger, run_id)
+    ctx = RunContext.from_airflow(context)
+    artifact = modeling.register_model(ctx.settings, ctx.ledger, ctx.run_id)
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
     config = modeling.write_eval_config(
-        settings,
-        ledger,
-        run_id,
+        ctx.settings,
+        ctx.ledger,
+        ctx.run_id,
         UPath(prepared["data_dir"]),
-        precision=load_policy().index.precision,
+        precision=ctx.policy.index.precision,
     )
     return {"model_sha256": artifact.sha256, "eval_config": str(config)}
 
@@ -174,11 +302,8 @@ def evaluation_gate(context: Mapping[str, Any]) -> dict[str, Any]:
     """Bless the challenger, bound to its sha256, or block the run at the evaluation gate."""
     from shelfguard import modeling
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    gate = modeling.run_evaluation_gate(
-        settings, load_policy(), open_ledger(settings.ledger_url), run_id
-    )
+    ctx = RunContext.from_airflow(context)
+    gate = modeling.run_evaluation_gate(ctx.settings, ctx.policy, ctx.ledger, ctx.run_id)
     failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
     if gate.status == "fail":
         raise AirflowFailException(f"evaluation gate blocked the model: {', '.join(failed)}")
@@ -189,17 +314,15 @@ def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
     """Write the config of a full catalog embedding with the blessed challenger."""
     from shelfguard import indexing, modeling
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    result = modeling.read_json(
-        modeling.run_dir(settings, run_id) / "train_result.json", "training result"
-    )
+    ctx = RunContext.from_airflow(context)
+    settings, run_id = ctx.settings, ctx.run_id
+    result = modeling.read_json(ctx.run_dir / "train_result.json", "training result")
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
     export = modeling.DatasetExport(
         snapshot_id=str(result["data_snapshot_id"]), data_dir=UPath(prepared["data_dir"]), rows={}
     )
     config = indexing.write_embed_config(
-        settings, run_id, export, str(result["model_dir"]), precision=load_policy().index.precision
+        settings, run_id, export, str(result["model_dir"]), precision=ctx.policy.index.precision
     )
     _, _, result_path = indexing.embed_paths(settings, run_id)
     return {"embed_config": str(config), "embed_result": str(result_path)}
@@ -213,22 +336,21 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
     """
     from shelfguard import indexing, modeling
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
+    ctx = RunContext.from_airflow(context)
+    settings, run_id, ledger = ctx.settings, ctx.run_id, ctx.ledger
     champion = ledger.get_alias("champion")
     if champion is None:
         ledger.update_lineage(run_id, index_refresh="skipped: no champion yet")
         return None
     snapshot = modeling.training_snapshot(ledger, run_id)
-    export = modeling.export_training_data(settings, snapshot)
+    export = modeling.export_training_data(settings, snapshot, schema=_snapshot_schema(ctx))
     config = indexing.write_embed_config(
         settings,
         run_id,
         export,
         champion.model.uri,
         previous_index_dir=champion.index.uri,
-        precision=load_policy().index.precision,
+        precision=ctx.policy.index.precision,
     )
     ledger.update_lineage(
         run_id,
@@ -244,12 +366,11 @@ def index_gate(context: Mapping[str, Any]) -> dict[str, Any]:
     """Register the run's index and gate it; a failure blocks the run at the index gate."""
     from shelfguard import indexing
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
-    run = ledger.get_run(run_id)
-    model_sha = str((run.lineage if run else {}).get("model_sha256") or "")
-    gate = indexing.run_index_gate(settings, load_policy().index, ledger, run_id, model_sha)
+    ctx = RunContext.from_airflow(context)
+    model_sha = str(ctx.lineage.get("model_sha256") or "")
+    gate = indexing.run_index_gate(
+        ctx.settings, ctx.policy.index, ctx.ledger, ctx.run_id, model_sha
+    )
     failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
     if gate.status == "fail":
         raise AirflowFailException(f"index gate blocked the index: {', '.join(failed)}")
@@ -261,11 +382,10 @@ def promote(context: Mapping[str, Any]) -> dict[str, Any]:
     from shelfguard.promotion import PromotionRefused
     from shelfguard.promotion import promote as move_champion
 
-    settings = load_settings()
-    run_id, dag_id = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
+    ctx = RunContext.from_airflow(context)
+    ledger, run_id, dag_id = ctx.ledger, ctx.run_id, ctx.dag_id
     try:
-        alias = move_champion(ledger, load_policy(), run_id)
+        alias = move_champion(ledger, ctx.policy, run_id)
     except PromotionRefused as exc:
         ledger.update_lineage(run_id, promotion_refused=exc.missing)
         raise AirflowFailException(str(exc)) from exc
@@ -292,7 +412,32 @@ def finalize(context: Mapping[str, Any]) -> str:
     finally:
         from shelfguard.reports import write_report
 
+        if dag_id == "catalog_refresh":
+            _settle_batch(settings, ledger, run_id)
         write_report(settings, ledger, run_id)
+
+
+def _settle_batch(settings: Settings, ledger: Ledger, run_id: str) -> None:
+    """After a catalog_refresh run: a batch that was not published is blocked by the gate
+    that stopped it, and the run's unpublished candidate schema is dropped."""
+    from shelfguard import publication
+
+    run = ledger.get_run(run_id)
+    if run is None:
+        return
+    batch_id = run.lineage.get("batch_id")
+    batch = ledger.get_batch(str(batch_id)) if batch_id else None
+    if batch is not None and batch.state in ("landed", "gated") and run.outcome == "BLOCKED":
+        ledger.set_batch_state(
+            batch.batch_id,
+            "blocked",
+            run_id=run_id,
+            gate=run.blocked_gate,
+            reason=run.message,
+        )
+    schema = run.lineage.get("marts_schema")
+    if schema and not run.lineage.get("published_snapshot"):
+        publication.drop_candidate(settings, str(schema))
 
 
 def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str) -> str:

@@ -18,6 +18,7 @@ from shelfguard.dbt import DbtBuildResult
 from shelfguard.generator import GenerateResult
 from shelfguard.ingest import ingest
 from shelfguard.ledger import Ledger
+from shelfguard.publication import register_batch
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,27 @@ def make_settings(home: Path, env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def ingest_folder(source: Path, settings: Settings) -> None:
-    """Load a folder of WANDS-layout files into the home's warehouse, as the DAG does."""
+def ingest_folder(source: Path, settings: Settings, *, published: bool = True) -> str:
+    """Load a folder of WANDS-layout files into the home's warehouse, as the DAG does.
+
+    The batch is registered as landed; with ``published`` (the default) it is also
+    marked published, as if a run had gated and published it, so that staging reads
+    it (these tests are about the transformations, not the gates). Returns the batch id.
+    """
     ledger = Ledger(settings.ledger_url)
     try:
         ledger.migrate()
-        ingest(source, settings.duckdb_path, ledger)
+        manifest = ingest(source, settings.duckdb_path, ledger)
     finally:
         ledger.dispose()
+    register_batch(settings, manifest.batch_id, [(f.table, f.sha256) for f in manifest.files])
+    if published:
+        with duckdb.connect(str(settings.duckdb_path)) as con:
+            con.execute(
+                "insert into governance.published_batches values (?, 'test-snapshot', now())",
+                [manifest.batch_id],
+            )
+    return manifest.batch_id
 
 
 def query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:

@@ -49,7 +49,8 @@ def test_build_passes_every_model_and_test(duckdb_warehouse: BuiltWarehouse) -> 
     assert result.failed_nodes() == []
     assert result.test_failures() == {}
     kinds = {node.resource_type for node in result.nodes}
-    assert kinds == {"model", "test", "unit_test"}
+    # The operation is the on-run-start guard that refuses to rebuild a published snapshot.
+    assert kinds == {"model", "test", "unit_test", "operation"}
     assert sum(node.resource_type == "model" for node in result.nodes) == 14
     assert len(result.manifest_sha256) == 64
 

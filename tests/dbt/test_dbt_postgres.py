@@ -19,19 +19,24 @@ from shelfguard.generator import GenerateResult
 from shelfguard.ingest import ingest
 from shelfguard.ledger import Ledger
 from shelfguard.policy import Policy
+from shelfguard.publication import register_batch
 
 pytestmark = pytest.mark.integration
 
 
-def load_raw(url: str, source: Path, ledger_path: Path) -> dict[str, int]:
-    """Ingest a folder of WANDS-layout files into ``raw.*`` of a Postgres database."""
+def load_raw(url: str, source: Path, ledger_path: Path) -> tuple[str, dict[str, int]]:
+    """Ingest a folder of WANDS-layout files into ``raw.*`` of a Postgres database and
+    register the batch (staging reads it as the build's candidate); returns its id and
+    the rows accepted per table."""
     ledger = Ledger(f"sqlite:///{ledger_path}")
     try:
         ledger.migrate()
         manifest = ingest(source, url, ledger)
     finally:
         ledger.dispose()
-    return {f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files}
+    settings = make_settings(ledger_path.parent, {"SHELFGUARD_WAREHOUSE_URL": url})
+    register_batch(settings, manifest.batch_id, [(f.table, f.sha256) for f in manifest.files])
+    return manifest.batch_id, {f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files}
 
 
 def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -51,10 +56,10 @@ def postgres_build(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> DbtBuildResult:
     home = tmp_path_factory.mktemp("pg-home")
-    loaded = load_raw(postgres_url, clean_data.out_dir, home / "ledger.sqlite")
+    batch_id, loaded = load_raw(postgres_url, clean_data.out_dir, home / "ledger.sqlite")
     assert loaded["search_log"] == clean_data.rows["search_log"]
     settings = make_settings(home, {"SHELFGUARD_WAREHOUSE_URL": postgres_url})
-    return build(settings, policy)
+    return build(settings, policy, candidate_batch=batch_id)
 
 
 def test_build_passes_on_postgres(postgres_build: DbtBuildResult) -> None:

@@ -25,6 +25,7 @@ from shelfguard.ingest import NUL_CHARACTER, SPECS, IngestManifest, ingest
 from shelfguard.ledger import Ledger
 from shelfguard.modeling import EXPORTS, export_training_data
 from shelfguard.policy import load_policy
+from shelfguard.publication import register_batch
 
 pytestmark = pytest.mark.integration
 
@@ -266,8 +267,9 @@ def test_dbt_builds_on_the_ingested_tables_and_the_export_matches_duckdb(
         ("postgres", warehouse_url),
     ):
         settings = _settings(tmp_path / f"home-{name}", url)
-        run_ingest(data.out_dir, url, tmp_path / f"{name}-ledger.sqlite")
-        result = build(settings, policy)
+        manifest = run_ingest(data.out_dir, url, tmp_path / f"{name}-ledger.sqlite")
+        register_batch(settings, manifest.batch_id, [(f.table, f.sha256) for f in manifest.files])
+        result = build(settings, policy, candidate_batch=manifest.batch_id)
         assert result.success, result.log_tail
         exports[name] = export_training_data(settings, "snapshot-1")
 

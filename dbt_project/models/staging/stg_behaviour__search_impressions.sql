@@ -10,7 +10,9 @@ with
 
 source as (
 
+    -- Published batches only (and the run's candidate): a blocked batch is never read.
     select * from {{ source('behaviour', 'search_log') }}
+    where _file_sha256 in ({{ readable_files('search_log') }})
 
 ),
 

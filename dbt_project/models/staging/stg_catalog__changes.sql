@@ -2,7 +2,9 @@ with
 
 source as (
 
+    -- Published batches only (and the run's candidate): a blocked batch is never read.
     select * from {{ source('catalog', 'catalog_changes') }}
+    where _file_sha256 in ({{ readable_files('catalog_changes') }})
 
 ),
 

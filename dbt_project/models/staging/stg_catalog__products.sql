@@ -8,11 +8,9 @@ source as (
 
 latest_file as (
 
-    -- A product file is a full snapshot: only the most recently ingested one counts.
-    select _file_sha256
-    from source
-    order by _ingested_at desc, _file_sha256 desc
-    limit 1
+    -- A product file is a full snapshot: only the most recently published one counts.
+    -- Files of blocked batches are never read (write-audit-publish, macros/publication.sql).
+    {{ latest_readable_file('products') }}
 
 ),
 

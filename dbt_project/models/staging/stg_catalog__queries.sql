@@ -8,11 +8,9 @@ source as (
 
 latest_file as (
 
-    -- query.csv is a full snapshot of the golden set: only the latest file counts.
-    select _file_sha256
-    from source
-    order by _ingested_at desc, _file_sha256 desc
-    limit 1
+    -- query.csv is a full snapshot of the golden set: only the latest published file counts.
+    -- Files of blocked batches are never read (write-audit-publish, macros/publication.sql).
+    {{ latest_readable_file('queries') }}
 
 ),
 

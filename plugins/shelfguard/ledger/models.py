@@ -23,6 +23,9 @@ GATE_STATUSES = ("pass", "fail", "warn")
 DECISIONS = ("approved", "rejected")
 APPROVAL_CHANNELS = ("policy", "hitl", "cli", "timeout")
 ALIAS_ACTIONS = ("promote", "rollback")
+#: A batch's life (write-audit-publish): landed by ingest, gated by the raw-data gate,
+#: then published with the marts or blocked by a gate; a blocked batch may be purged.
+BATCH_STATES = ("landed", "gated", "published", "blocked", "purged")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -181,3 +184,60 @@ class IngestFile(Base):
     quarantine_by_reason: Mapped[dict[str, int]] = mapped_column(sa.JSON())
     extra_columns: Mapped[list[str]] = mapped_column(sa.JSON())
     ingested_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Batch(Base):
+    """One landed batch and where it stands (invariant 9): only published batches are read."""
+
+    __tablename__ = "batches"
+    __table_args__ = (_one_of("state", BATCH_STATES),)
+
+    batch_id: Mapped[str] = mapped_column(sa.String(), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String())
+    run_id: Mapped[str | None] = mapped_column(sa.ForeignKey("runs.run_id"))
+    gate: Mapped[str | None] = mapped_column(sa.String())
+    reason: Mapped[str | None] = mapped_column(sa.Text())
+    snapshot_id: Mapped[str | None] = mapped_column(sa.String())
+    files: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON())
+    landed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class BatchEvent(Base):
+    """Every change of a batch's state: which run or person moved it, and why."""
+
+    __tablename__ = "batch_events"
+    __table_args__ = (_one_of("state", BATCH_STATES),)
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(sa.ForeignKey("batches.batch_id"), index=True)
+    state: Mapped[str] = mapped_column(sa.String())
+    run_id: Mapped[str | None] = mapped_column(sa.ForeignKey("runs.run_id"))
+    actor: Mapped[str | None] = mapped_column(sa.String())
+    reason: Mapped[str | None] = mapped_column(sa.Text())
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class PolicyVersion(Base):
+    """The exact bytes of every policy a run pinned, keyed by their sha256 (invariant 9)."""
+
+    __tablename__ = "policies"
+
+    sha256: Mapped[str] = mapped_column(sa.String(), primary_key=True)
+    content: Mapped[str] = mapped_column(sa.Text())
+    source: Mapped[str] = mapped_column(sa.String())
+    first_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Snapshot(Base):
+    """A published, immutable snapshot of the marts: its warehouse schema and fingerprint."""
+
+    __tablename__ = "snapshots"
+
+    snapshot_id: Mapped[str] = mapped_column(sa.String(), primary_key=True)
+    schema_name: Mapped[str] = mapped_column(sa.String())
+    fingerprint: Mapped[str] = mapped_column(sa.String())
+    run_id: Mapped[str | None] = mapped_column(sa.ForeignKey("runs.run_id"))
+    batch_id: Mapped[str | None] = mapped_column(sa.String())
+    tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)

@@ -32,6 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from shelfguard.ledger.models import (
     ALIAS_ACTIONS,
     APPROVAL_CHANNELS,
+    BATCH_STATES,
     DECISIONS,
     GATE_STATUSES,
     OUTCOMES,
@@ -40,14 +41,19 @@ from shelfguard.ledger.models import (
     Approval,
     Artifact,
     Base,
+    Batch,
+    BatchEvent,
     GateResult,
     IngestFile,
+    PolicyVersion,
     Run,
+    Snapshot,
 )
 
 __all__ = [
     "ALIAS_ACTIONS",
     "APPROVAL_CHANNELS",
+    "BATCH_STATES",
     "DECISIONS",
     "FINAL_OUTCOMES",
     "GATE_STATUSES",
@@ -57,11 +63,14 @@ __all__ = [
     "AliasRecord",
     "ApprovalRecord",
     "ArtifactRecord",
+    "BatchEventRecord",
+    "BatchRecord",
     "GateRecord",
     "IngestFileRecord",
     "Ledger",
     "LedgerError",
     "RunRecord",
+    "SnapshotRecord",
     "alembic_config",
 ]
 
@@ -192,6 +201,50 @@ class IngestFileRecord:
     run_id: str | None = None
     id: int | None = None
     ingested_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchEventRecord:
+    """One change of a batch's state."""
+
+    state: str
+    run_id: str | None
+    actor: str | None
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A landed batch, its state and its files (``file_name``, ``table``, ``sha256``, counts)."""
+
+    batch_id: str
+    state: str
+    run_id: str | None
+    gate: str | None
+    reason: str | None
+    snapshot_id: str | None
+    files: list[dict[str, Any]]
+    landed_at: datetime
+    updated_at: datetime
+    events: list[BatchEventRecord] = field(default_factory=list)
+
+    def count(self, key: str) -> int:
+        """The sum of one count (``rows_read``, ``rows_accepted``...) over the batch's files."""
+        return sum(int(f.get(key) or 0) for f in self.files)
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A published snapshot of the marts: where it lives and what its content hashes to."""
+
+    snapshot_id: str
+    schema_name: str
+    fingerprint: str
+    run_id: str | None
+    batch_id: str | None
+    tables: dict[str, Any]
+    published_at: datetime
 
 
 def alembic_config() -> Config:
@@ -346,6 +399,49 @@ def _ingest_record(row: IngestFile) -> IngestFileRecord:
         extra_columns=list(row.extra_columns),
         ingested_at=_utc(row.ingested_at),
     )
+
+
+def _batch_record(row: Batch, events: Sequence[BatchEvent] = ()) -> BatchRecord:
+    return BatchRecord(
+        batch_id=row.batch_id,
+        state=row.state,
+        run_id=row.run_id,
+        gate=row.gate,
+        reason=row.reason,
+        snapshot_id=row.snapshot_id,
+        files=[dict(f) for f in row.files],
+        landed_at=_utc(row.landed_at),
+        updated_at=_utc(row.updated_at),
+        events=[
+            BatchEventRecord(
+                state=e.state, run_id=e.run_id, actor=e.actor, reason=e.reason, at=_utc(e.at)
+            )
+            for e in events
+        ],
+    )
+
+
+def _snapshot_record(row: Snapshot) -> SnapshotRecord:
+    return SnapshotRecord(
+        snapshot_id=row.snapshot_id,
+        schema_name=row.schema_name,
+        fingerprint=row.fingerprint,
+        run_id=row.run_id,
+        batch_id=row.batch_id,
+        tables=dict(row.tables),
+        published_at=_utc(row.published_at),
+    )
+
+
+# Which state may follow which: a blocked or purged batch delivered again is landed anew
+# and judged again; a published batch stays published when the same content lands again.
+_BATCH_MOVES = {
+    "landed": {"gated", "blocked", "landed"},
+    "gated": {"published", "blocked", "landed", "gated"},
+    "published": {"published"},
+    "blocked": {"purged", "landed", "blocked"},
+    "purged": {"landed", "purged"},
+}
 
 
 def _create_engine(url: str) -> sa.Engine:
@@ -764,6 +860,213 @@ class Ledger:
             query = query.where(IngestFile.batch_id == batch_id)
         with self._reading() as session:
             return [_ingest_record(row) for row in session.scalars(query)]
+
+    def forget_ingested_file(self, table_name: str, sha256: str) -> None:
+        """Drop the load record of a purged file, so the same content can be loaded again."""
+        with self._writing() as session:
+            session.execute(
+                sa.delete(IngestFile).where(
+                    IngestFile.table_name == table_name, IngestFile.sha256 == sha256
+                )
+            )
+
+    # batches (write-audit-publish)
+
+    def land_batch(
+        self, batch_id: str, files: Sequence[Mapping[str, Any]], *, run_id: str | None = None
+    ) -> BatchRecord:
+        """Record that ``batch_id`` landed with ``files``; a batch landed again keeps its row.
+
+        A new batch, or a blocked or purged one delivered again, becomes ``landed``; a
+        batch already gated or published keeps its state (the same content is not judged
+        twice within its life).
+        """
+        details = _check_json("files", [dict(f) for f in files])
+        now = _now()
+        with self._writing() as session:
+            if run_id is not None:
+                self._require_run(session, run_id)
+            insert = self._insert(
+                Batch,
+                {
+                    "batch_id": batch_id,
+                    "state": "landed",
+                    "run_id": run_id,
+                    "files": details,
+                    "landed_at": now,
+                    "updated_at": now,
+                },
+            )
+            created = cast(
+                sa.CursorResult[Any],
+                session.execute(insert.on_conflict_do_nothing(index_elements=["batch_id"])),
+            )
+            row = session.execute(
+                sa.select(Batch).where(Batch.batch_id == batch_id).with_for_update()
+            ).scalar_one()
+            if created.rowcount:
+                session.add(BatchEvent(batch_id=batch_id, state="landed", run_id=run_id, at=now))
+            elif row.state in ("blocked", "purged"):
+                self._move_batch(session, row, "landed", run_id=run_id, reason="delivered again")
+                row.files = details
+            session.flush()
+            return _batch_record(row, self._batch_events(session, batch_id))
+
+    def set_batch_state(
+        self,
+        batch_id: str,
+        state: str,
+        *,
+        run_id: str | None = None,
+        gate: str | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+        snapshot_id: str | None = None,
+    ) -> BatchRecord:
+        """Move a batch to ``state`` and log the move; an impossible move is refused.
+
+        ``gate`` names the gate that blocked it; ``actor`` the person who purged it.
+        Setting the state it already has changes nothing and logs nothing.
+        """
+        _check_choice("batch state", state, BATCH_STATES)
+        with self._writing() as session:
+            row = session.execute(
+                sa.select(Batch).where(Batch.batch_id == batch_id).with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise LedgerError(f"unknown batch {batch_id!r}: it was never landed")
+            if row.state != state:
+                self._move_batch(
+                    session, row, state, run_id=run_id, gate=gate, reason=reason, actor=actor
+                )
+                if snapshot_id is not None:
+                    row.snapshot_id = snapshot_id
+            session.flush()
+            return _batch_record(row, self._batch_events(session, batch_id))
+
+    def _move_batch(
+        self,
+        session: Session,
+        row: Batch,
+        state: str,
+        *,
+        run_id: str | None,
+        gate: str | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        if state not in _BATCH_MOVES[row.state]:
+            raise LedgerError(
+                f"batch {row.batch_id} is {row.state}: it cannot become {state}"
+                + (" (only a blocked batch can be purged)" if state == "purged" else "")
+            )
+        now = _now()
+        row.state = state
+        row.run_id = run_id if run_id is not None else row.run_id
+        row.gate = gate if state == "blocked" else None
+        row.reason = reason
+        row.updated_at = now
+        session.add(
+            BatchEvent(
+                batch_id=row.batch_id,
+                state=state,
+                run_id=run_id,
+                actor=actor,
+                reason=reason,
+                at=now,
+            )
+        )
+
+    def _batch_events(self, session: Session, batch_id: str) -> list[BatchEvent]:
+        query = (
+            sa.select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
+        )
+        return list(session.scalars(query))
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        """The batch with its history, or None if it never landed."""
+        with self._reading() as session:
+            row = session.get(Batch, batch_id)
+            return None if row is None else _batch_record(row, self._batch_events(session, batch_id))
+
+    def batches(self, limit: int = 50, state: str | None = None) -> list[BatchRecord]:
+        """The latest ``limit`` batches (in one state, if given), newest first."""
+        if limit < 1:
+            raise LedgerError(f"limit must be at least 1, got {limit}")
+        query = sa.select(Batch).order_by(Batch.landed_at.desc(), Batch.batch_id).limit(limit)
+        if state is not None:
+            _check_choice("batch state", state, BATCH_STATES)
+            query = query.where(Batch.state == state)
+        with self._reading() as session:
+            return [
+                _batch_record(row, self._batch_events(session, row.batch_id))
+                for row in session.scalars(query)
+            ]
+
+    # pinned policies and published snapshots
+
+    def pin_policy(self, sha256: str, content: str, source: str) -> None:
+        """Keep the bytes of a policy under their sha256 (idempotent)."""
+        with self._writing() as session:
+            insert = self._insert(
+                PolicyVersion,
+                {"sha256": sha256, "content": content, "source": source, "first_seen_at": _now()},
+            )
+            session.execute(insert.on_conflict_do_nothing(index_elements=["sha256"]))
+
+    def policy_content(self, sha256: str) -> tuple[str, str] | None:
+        """(content, source) of a pinned policy, or None if no run pinned it."""
+        with self._reading() as session:
+            row = session.get(PolicyVersion, sha256)
+            return None if row is None else (row.content, row.source)
+
+    def record_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        schema_name: str,
+        fingerprint: str,
+        run_id: str | None,
+        batch_id: str | None,
+        tables: Mapping[str, Any],
+    ) -> SnapshotRecord:
+        """Record a published snapshot (idempotent on its id)."""
+        details = _check_json("tables", dict(tables))
+        with self._writing() as session:
+            if run_id is not None:
+                self._require_run(session, run_id)
+            insert = self._insert(
+                Snapshot,
+                {
+                    "snapshot_id": snapshot_id,
+                    "schema_name": schema_name,
+                    "fingerprint": fingerprint,
+                    "run_id": run_id,
+                    "batch_id": batch_id,
+                    "tables": details,
+                    "published_at": _now(),
+                },
+            )
+            session.execute(insert.on_conflict_do_nothing(index_elements=["snapshot_id"]))
+            row = session.get(Snapshot, snapshot_id)
+            assert row is not None
+            return _snapshot_record(row)
+
+    def get_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        """A published snapshot, or None."""
+        with self._reading() as session:
+            row = session.get(Snapshot, snapshot_id)
+            return None if row is None else _snapshot_record(row)
+
+    def snapshots(self, limit: int = 20) -> list[SnapshotRecord]:
+        """The latest ``limit`` published snapshots, newest first."""
+        query = (
+            sa.select(Snapshot)
+            .order_by(Snapshot.published_at.desc(), Snapshot.snapshot_id.desc())
+            .limit(limit)
+        )
+        with self._reading() as session:
+            return [_snapshot_record(row) for row in session.scalars(query)]
 
     # approvals
 

@@ -1,0 +1,120 @@
+"""One typed context per task: the run, its settings, its ledger and its pinned policy.
+
+A run reads ``governance.yml`` once, when it starts (:func:`pin_policy`): the bytes are
+stored in the ledger under their sha256 and every later task of the run parses those
+bytes again (:meth:`RunContext.for_run`), so editing the file in the middle of a run
+changes nothing for that run (invariant 9: one policy from start to end). Tasks build
+a :class:`RunContext` once and pass it on instead of re-deriving settings, ledger,
+policy and paths each time. No Airflow import: the Airflow context is read as a mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from upath import UPath
+
+from shelfguard.config import Settings, load_settings
+from shelfguard.ledger import Ledger, RunRecord, open_ledger
+from shelfguard.lineage import ledger_run_id
+from shelfguard.policy import Policy, PolicyError, load_policy, parse_policy
+
+
+class RunContextError(RuntimeError):
+    """The run is not in the ledger, or its pinned policy cannot be found."""
+
+
+def pin_policy(ledger: Ledger, policy: Policy | None = None) -> Policy:
+    """Read the policy file once and keep its bytes in the ledger; return what was pinned.
+
+    The returned policy is parsed from the stored bytes, exactly as later tasks see it.
+    """
+    policy = policy or load_policy()
+    with open(policy.path, "rb") as handle:
+        data = handle.read()
+    pinned = parse_policy(data, policy.path)
+    ledger.pin_policy(pinned.sha256, data.decode("utf-8"), policy.path)
+    return pinned
+
+
+def pinned_policy(ledger: Ledger, sha256: str) -> Policy:
+    """The policy a run pinned, parsed from the bytes the ledger keeps."""
+    found = ledger.policy_content(sha256)
+    if found is None:
+        raise RunContextError(
+            f"policy {sha256[:12]} is not in the ledger: the run did not pin it at start"
+        )
+    content, source = found
+    try:
+        return parse_policy(content.encode("utf-8"), source)
+    except PolicyError as exc:  # the bytes were valid when pinned; a schema change broke them
+        raise RunContextError(f"pinned policy {sha256[:12]} no longer validates: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every task of one run needs, built once per task."""
+
+    run_id: str
+    dag_id: str
+    settings: Settings
+    ledger: Ledger
+    policy: Policy
+    run: RunRecord
+
+    @classmethod
+    def for_run(
+        cls, run_id: str, *, settings: Settings | None = None, ledger: Ledger | None = None
+    ) -> RunContext:
+        """The context of a run already started in the ledger, with its pinned policy."""
+        settings = settings or load_settings()
+        ledger = ledger or open_ledger(settings.ledger_url)
+        run = ledger.get_run(run_id)
+        if run is None:
+            raise RunContextError(f"run {run_id!r} is not in the ledger: start the run first")
+        sha = str(run.lineage.get("policy_sha256") or "")
+        if not sha:
+            raise RunContextError(f"run {run_id!r} pinned no policy when it started")
+        return cls(
+            run_id=run_id,
+            dag_id=run.dag_id,
+            settings=settings,
+            ledger=ledger,
+            policy=pinned_policy(ledger, sha),
+            run=run,
+        )
+
+    @classmethod
+    def from_airflow(cls, context: Mapping[str, Any]) -> RunContext:
+        """The context of the Airflow task's run (``context`` is Airflow's task context)."""
+        return cls.for_run(airflow_run_id(context))
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The run's lineage as it was when this context was built."""
+        return self.run.lineage
+
+    def refreshed(self) -> RunContext:
+        """The same context with the run record read again (after a lineage update)."""
+        run = self.ledger.get_run(self.run_id)
+        assert run is not None
+        return RunContext(self.run_id, self.dag_id, self.settings, self.ledger, self.policy, run)
+
+    @property
+    def run_dir(self) -> UPath:
+        """The run's artifact folder (configs, results, the trained model, the index)."""
+        return run_dir(self.settings, self.run_id)
+
+
+def airflow_run_id(context: Mapping[str, Any]) -> str:
+    """The ledger's run id of an Airflow task context (DAG id + Airflow run id)."""
+    return ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
+
+
+def run_dir(settings: Settings, run_id: str) -> UPath:
+    """The artifact folder of one run: ``<artifact root>/runs/<run id, made path-safe>``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    return UPath(settings.artifact_root) / "runs" / safe
