@@ -6,10 +6,51 @@ to copy their original bytes into quarantine. Guarantees:
 
 - rows read = rows accepted + rows quarantined, for every file, or the load is
   rolled back (invariant 4: no row is lost silently);
-- a file-level problem (missing required column, unreadable or empty file)
-  stops the whole batch before anything is written;
+- a line never refuses a file: any data line that cannot be loaded goes to
+  quarantine with a reason code and its original bytes, and the batch goes on;
+- a file-level problem (missing required column, unreadable or empty file, a bad
+  header line, a ``product.csv`` with a header and no data line) stops the whole
+  batch before anything is written;
 - the same file content is loaded into the same table once: re-ingesting is a
   no-op (invariant 7).
+
+Lines are split on LF (``\\n``); a CR (``\\r``) directly before the LF, or at the very
+end of the file, is part of the line terminator, so CRLF, LF and a mix of both load
+alike. A file's lines are numbered from 1, the header being line 1: that is the
+``_line_number`` of an accepted row and the ``line_number`` of a quarantined one, whose
+``original_line`` holds the line's bytes without its terminator.
+
+Two paths, one result. The fast path hands the file to DuckDB's strict CSV parser. It is
+taken when the hashing pass (:func:`_scan`, vectorised with numpy) finds none of what
+that parser refuses whole files for or would accept silently: a NUL or other C0 control
+byte besides TAB, LF and CR; a CR that does not end a line; CRLF and LF line endings in
+one file; a line longer than :data:`MAX_LINE_BYTES` (1 MiB; DuckDB skips lines over its
+own 2 MB limit without a word). Otherwise, or when DuckDB raises or its counts do not add
+up (rows, or TABs: DuckDB drops empty fields past the header's without a reject), the
+slow path checks the lines in Python (numpy picks out the few that need it: non-ASCII,
+a control byte, the wrong TAB count, empty or too long), quarantines the bad ones, copies
+the others (LF-terminated, header first) to a scratch file for DuckDB, and maps its row
+numbers back to the original lines. Either way DuckDB only casts; the reason for a line
+it rejects is the line checks' when they find one. Reason codes (the first that
+applies, in this order):
+
+``line_too_long``
+    the line (without terminator) is over :data:`MAX_LINE_BYTES` bytes;
+``blank_line``
+    an empty line;
+``nul_character`` / ``control_character``
+    a NUL byte / another C0 control character than TAB (PostgreSQL text cannot hold a
+    NUL; the rule is the same on both warehouses);
+``stray_carriage_return``
+    a CR inside the line rather than as its terminator;
+``invalid_utf8``
+    bytes that are not UTF-8;
+``too_few_fields`` / ``too_many_fields``
+    the TAB count does not match the header's (empty extra fields included);
+``unparseable_value``
+    a number or timestamp column holds text that does not parse (DuckDB's cast);
+``malformed_line``
+    anything else DuckDB's strict parser rejects.
 
 The warehouse is the DuckDB file of the embedded default or a PostgreSQL database
 (``SHELFGUARD_WAREHOUSE_URL``). On PostgreSQL the parsing and the quarantine decisions
@@ -18,9 +59,7 @@ rows of every file of the batch are then bulk-loaded with ``COPY ... FROM STDIN`
 ONE PostgreSQL transaction, under a transaction-level advisory lock so that two
 ingests into the same warehouse run one after the other. The tables and their column
 names and types are the DuckDB ones (``BIGINT``, ``VARCHAR``, ``double precision``,
-``timestamp``, ``bytea`` for the original bytes). One rule is PostgreSQL's own: its
-text cannot hold a NUL character, so a line with one in a text field is quarantined
-there (reason ``nul_character``) where DuckDB would accept it.
+``timestamp``, ``bytea`` for the original bytes).
 
 The ledger is another database, so the batch cannot commit in both at once. The order
 is the same on both warehouses: the warehouse transaction commits first, the manifest
@@ -34,6 +73,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +89,10 @@ from shelfguard.ledger import IngestFileRecord, Ledger
 Progress = Callable[[str, int, int], None]
 
 _CHUNK = 16 * 1024 * 1024
+#: The longest data line loaded, in bytes without its terminator; a longer one is
+#: quarantined (``line_too_long``). Below DuckDB's own limit (2,000,000 bytes), over which
+#: it drops a line without a reject.
+MAX_LINE_BYTES = 1024 * 1024
 
 
 class IngestError(Exception):
@@ -123,20 +167,34 @@ SPECS: tuple[FileSpec, ...] = (
     ),
 )
 
-# DuckDB's reject error types -> the reason codes governance owners read.
-_REASONS = {
-    "CAST": "unparseable_value",
-    "MISSING COLUMNS": "too_few_fields",
-    "TOO MANY COLUMNS": "too_many_fields",
-    "INVALID ENCODING": "invalid_utf8",
-    "INVALID UNICODE": "invalid_utf8",
-    "UNQUOTED VALUE": "malformed_line",
-    "INVALID STATE": "malformed_line",
-    "LINE SIZE OVER MAXIMUM": "line_too_long",
-}
 BLANK_LINE = "blank_line"
-#: PostgreSQL only: its text type cannot store U+0000, which DuckDB accepts.
+LINE_TOO_LONG = "line_too_long"
+#: PostgreSQL text cannot store U+0000; the rule is the same on both warehouses.
 NUL_CHARACTER = "nul_character"
+CONTROL_CHARACTER = "control_character"
+STRAY_CARRIAGE_RETURN = "stray_carriage_return"
+INVALID_UTF8 = "invalid_utf8"
+TOO_FEW_FIELDS = "too_few_fields"
+TOO_MANY_FIELDS = "too_many_fields"
+UNPARSEABLE_VALUE = "unparseable_value"
+MALFORMED_LINE = "malformed_line"
+
+# DuckDB's reject error types -> the reason codes governance owners read. A line can have
+# several (a tab inside a number: TOO MANY COLUMNS and CAST); the first in this order wins.
+_REASONS = {
+    "LINE SIZE OVER MAXIMUM": LINE_TOO_LONG,
+    "INVALID ENCODING": INVALID_UTF8,
+    "INVALID UNICODE": INVALID_UTF8,
+    "MISSING COLUMNS": TOO_FEW_FIELDS,
+    "TOO MANY COLUMNS": TOO_MANY_FIELDS,
+    "UNQUOTED VALUE": MALFORMED_LINE,
+    "INVALID STATE": MALFORMED_LINE,
+    "CAST": UNPARSEABLE_VALUE,
+}
+_REASON_ORDER = {error_type: rank for rank, error_type in enumerate(_REASONS)}
+#: Any C0 control byte but TAB and LF (which never is inside a line): NUL, CR and others.
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f]")
+_OTHER_CONTROL_BYTE = re.compile(rb"[\x01-\x08\x0a-\x0c\x0e-\x1f]")  # neither NUL nor CR
 
 
 @dataclass(frozen=True)
@@ -185,6 +243,9 @@ class _Scanned:
     size: int = 0
     line_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     line_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: What the scan found that DuckDB's strict parser cannot be trusted with (empty: none).
+    hazards: list[str] = field(default_factory=list)
+    tabs: int = 0  # in the whole file
 
     @property
     def extra_columns(self) -> list[str]:
@@ -203,16 +264,32 @@ class _Scanned:
         return raw[:-1] if raw.endswith(b"\r") else raw
 
 
+def _strip_terminator(raw: bytes) -> bytes:
+    """A line read from the file without its LF, CRLF or (last line) CR terminator."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    return raw[:-1] if raw.endswith(b"\r") else raw
+
+
 def _read_header(spec: FileSpec, path: Path) -> list[str]:
     try:
         with path.open("rb") as handle:
-            first = handle.readline()
+            first = handle.readline(MAX_LINE_BYTES + 2)
     except OSError as exc:
         raise IngestError(f"{path.name}: cannot read the file: {exc.strerror or exc}") from exc
     if not first.strip():
         raise IngestError(f"{path.name}: the file is empty (no header line)")
+    if len(first) == MAX_LINE_BYTES + 2 and not first.endswith(b"\n"):
+        raise IngestError(f"{path.name}: line 1 (header) is over {MAX_LINE_BYTES:,} bytes")
+    line = _strip_terminator(first)
+    control = _CONTROL_BYTE.search(line)
+    if control:
+        raise IngestError(
+            f"{path.name}: line 1 (header) has a control character "
+            f"(byte 0x{line[control.start()]:02X} at byte {control.start() + 1})"
+        )
     try:
-        header = first.rstrip(b"\r\n").decode("utf-8").split("\t")
+        header = line.decode("utf-8").split("\t")
     except UnicodeDecodeError as exc:
         raise IngestError(f"{path.name}: line 1 (header) is not valid UTF-8") from exc
     header = [name.lstrip("\ufeff").strip() for name in header]
@@ -230,24 +307,71 @@ def _read_header(spec: FileSpec, path: Path) -> list[str]:
     return header
 
 
+class _Scanner:
+    """The per-chunk work of :func:`_scan`: newlines, TABs, odd bytes."""
+
+    def __init__(self) -> None:
+        self.newlines: list[np.ndarray] = []
+        self.odd_at: list[np.ndarray] = []  # offsets of C0 bytes other than TAB and LF
+        self.odd_byte: list[np.ndarray] = []
+        self.tabs = 0
+
+    def feed(self, chunk: bytes, offset: int) -> None:
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        found = np.flatnonzero(data == 0x0A)
+        self.newlines.append(found.astype(np.int64) + offset)
+        tabs = int(np.count_nonzero(data == 0x09))
+        self.tabs += tabs
+        # The common case costs one more count: below 0x20, only TABs and LFs.
+        if np.count_nonzero(data < 0x20) != tabs + len(found):
+            odd = np.flatnonzero((data < 0x20) & (data != 0x09) & (data != 0x0A))
+            self.odd_at.append(odd.astype(np.int64) + offset)
+            self.odd_byte.append(data[odd])
+
+
 def _scan(item: _Scanned) -> None:
-    """Hash the file and find every line's byte span, in one pass of vectorised chunks."""
+    """Hash the file, find every line's byte span and its hazards, in vectorised chunks.
+
+    The hazards are what sends the file down the slow path (see the module docstring).
+    """
     digest = hashlib.sha256()
-    newlines: list[np.ndarray] = []
+    scanner = _Scanner()
     offset = 0
     with item.path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
-            found = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
-            newlines.append(found.astype(np.int64) + offset)
+            scanner.feed(chunk, offset)
             offset += len(chunk)
-    ends = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
+    lf = np.concatenate(scanner.newlines) if scanner.newlines else np.zeros(0, np.int64)
+    ends = lf
     if offset and (len(ends) == 0 or ends[-1] != offset - 1):
         ends = np.append(ends, offset)  # last line has no terminator
     item.sha256 = digest.hexdigest()
     item.size = offset
     item.line_ends = ends
     item.line_starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    item.tabs = scanner.tabs
+    item.hazards = _hazards(item, lf, scanner)
+
+
+def _hazards(item: _Scanned, lf: np.ndarray, scanner: _Scanner) -> list[str]:
+    hazards = []
+    if scanner.odd_at:
+        at, byte = np.concatenate(scanner.odd_at), np.concatenate(scanner.odd_byte)
+        if np.any(byte != 0x0D):
+            hazards.append("NUL or control characters")
+        cr = at[byte == 0x0D]
+        # A CR is a terminator when an LF follows it, or when it is the file's last byte.
+        slot = np.minimum(np.searchsorted(lf, cr + 1), max(len(lf) - 1, 0))
+        crlf = (lf[slot] == cr + 1) if len(lf) else np.zeros(len(cr), np.bool_)
+        if not np.all(crlf | (cr == item.size - 1)):
+            hazards.append("carriage returns inside lines")
+        if 0 < np.count_nonzero(crlf) < len(lf):
+            hazards.append("mixed CRLF and LF line endings")
+    lengths = item.line_ends - item.line_starts
+    if len(lengths) and int(lengths.max()) > MAX_LINE_BYTES:
+        hazards.append(f"lines over {MAX_LINE_BYTES:,} bytes")
+    return hazards
 
 
 def discover(source: Path) -> list[_Scanned]:
@@ -267,6 +391,15 @@ def discover(source: Path) -> list[_Scanned]:
     return found
 
 
+def _check_has_rows(item: _Scanned) -> None:
+    """A required file (the catalog) with a header and no data line is a contract failure."""
+    if item.spec.required and item.data_lines == 0:
+        raise IngestError(
+            f"{item.path.name}: the file has a header line and no data lines; a required "
+            f"file with zero rows is refused (it would load an empty raw.{item.spec.table})"
+        )
+
+
 def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     con.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
@@ -284,41 +417,88 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def _read_csv_sql(item: _Scanned, rejects: str) -> str:
-    # Columns are declared in the file's own order; extra ones are read as text and not kept.
-    columns = {name: item.spec.columns.get(name, "VARCHAR") for name in item.header}
-    columns_sql = "{" + ", ".join(f"'{n}': '{t}'" for n, t in columns.items()) + "}"
-    path = str(item.path).replace("'", "''")
+def _read_csv_sql(item: _Scanned, path: Path, rejects: str) -> str:
+    # Columns are declared in the file's own order; extra ones are read as text and not
+    # kept, under made-up names (the header's could be anything, quotes included).
+    columns = [
+        (name, item.spec.columns[name]) if name in item.spec.columns else (f"_extra_{i}", "VARCHAR")
+        for i, name in enumerate(item.header)
+    ]
+    columns_sql = "{" + ", ".join(f"'{n}': '{t}'" for n, t in columns) + "}"
     return (
-        f"read_csv('{path}', delim='\\t', quote='', escape='', header=true, "
+        f"read_csv({_sql_str(str(path))}, delim='\\t', quote='', escape='', header=true, "
         f"auto_detect=false, strict_mode=true, columns={columns_sql}, "
         f"store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan', "
         "timestampformat='%Y-%m-%dT%H:%M:%SZ')"
     )
 
 
-def _quarantine_list(
-    con: duckdb.DuckDBPyConnection, item: _Scanned, rejects: str
-) -> list[tuple[int, str, str]]:
-    """(line, reason, detail) for every data line DuckDB rejected or skipped as blank."""
+def _field_name(body: bytes, position: int, header: Sequence[str]) -> str:
+    index = body.count(b"\t", 0, position)
+    return header[index] if index < len(header) else f"field {index + 1}"
+
+
+def _line_problem(body: bytes, header: Sequence[str]) -> tuple[str, str] | None:
+    """(reason, detail) when a data line (without terminator) cannot be loaded, else None.
+
+    Checks what does not need the column types; the casts are DuckDB's.
+    """
+    if len(body) > MAX_LINE_BYTES:
+        return LINE_TOO_LONG, f"{len(body):,} bytes; the limit is {MAX_LINE_BYTES:,}"
+    if not body:
+        return BLANK_LINE, "empty line"
+    control = _CONTROL_BYTE.search(body)
+    if control:
+        nul = body.find(b"\0")
+        if nul >= 0:
+            return NUL_CHARACTER, f"NUL character in {_field_name(body, nul, header)}"
+        other = _OTHER_CONTROL_BYTE.search(body, control.start())
+        if other:
+            at = other.start()
+            where = _field_name(body, at, header)
+            return CONTROL_CHARACTER, f"control character 0x{body[at]:02X} in {where}"
+        at = body.find(b"\r")
+        return STRAY_CARRIAGE_RETURN, f"carriage return inside {_field_name(body, at, header)}"
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = _field_name(body, exc.start, header)
+            return INVALID_UTF8, f"bytes that are not UTF-8 at byte {exc.start + 1}, in {where}"
+    fields = body.count(b"\t") + 1
+    if fields != len(header):
+        reason = TOO_FEW_FIELDS if fields < len(header) else TOO_MANY_FIELDS
+        return reason, f"{fields} fields; the header has {len(header)}"
+    return None
+
+
+def _duckdb_rejects(con: duckdb.DuckDBPyConnection, rejects: str) -> list[tuple[int, str, str]]:
+    """(line, reason, detail) for every line DuckDB rejected, numbered in the file it read."""
     rejected = con.execute(
-        f"SELECT line, list(DISTINCT error_type::VARCHAR ORDER BY error_type::VARCHAR), "
+        f"SELECT line, list(DISTINCT error_type::VARCHAR), "
         f"string_agg(DISTINCT coalesce(column_name, '') || ': ' || error_message, ' | ') "
         f"FROM {rejects} GROUP BY line ORDER BY line"
     ).fetchall()
-    quarantined = [
-        (int(line), _REASONS.get(types[0], "malformed_line"), str(detail)[:1000])
+    return [
+        (
+            int(line),
+            _REASONS.get(min(types, key=lambda t: _REASON_ORDER.get(t, 99)), MALFORMED_LINE),
+            str(detail)[:1000],
+        )
         for line, types, detail in rejected
     ]
-    # DuckDB skips blank lines without a word; they are rows read, so they are quarantined.
-    lengths = item.line_ends - item.line_starts
-    candidates = np.flatnonzero(lengths[1:] <= 1) + 2  # 1-based; a lone "\r" is blank too
-    rejected_lines = {line for line, _, _ in quarantined}
-    with item.path.open("rb") as handle:
-        for line in candidates.tolist():
-            if line not in rejected_lines and not item.line_bytes(handle, line):
-                quarantined.append((line, BLANK_LINE, "empty line"))
-    return sorted(quarantined)
+
+
+def _explained(
+    body: bytes, header: Sequence[str], line: int, reason: str, detail: str
+) -> tuple[int, str, str]:
+    """A line DuckDB rejected, with the reason the line checks give when they find one.
+
+    DuckDB names the symptom (a ragged line's last field fails its cast); the line
+    checks name the cause, the same on both paths.
+    """
+    problem = _line_problem(body, header)
+    return (line, *problem) if problem else (line, reason, detail)
 
 
 @dataclass
@@ -329,28 +509,163 @@ class _Parsed:
     quarantined: list[tuple[int, str, str]]
 
 
-def _parse_file(con: duckdb.DuckDBPyConnection, item: _Scanned) -> _Parsed:
-    """Parse one file into a temporary table; count and list the lines it rejected."""
-    spec = item.spec
-    rejects = f"rejects_{spec.table}"
-    temp_table = f"_load_{spec.table}"
+def _read_into(
+    con: duckdb.DuckDBPyConnection, item: _Scanned, path: Path, temp_table: str, rejects: str
+) -> int:
+    """Parse ``path`` (the file or its cleaned copy) into ``temp_table``; its row count."""
+    con.execute(f"DROP TABLE IF EXISTS {rejects}")
+    con.execute(f"DROP TABLE IF EXISTS {rejects}_scan")
+    # Outside any transaction on purpose: committed temp rows get rowids 0..n-1 in file
+    # order, which is how accepted rows are matched with their line numbers.
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {temp_table} AS "
+        f"SELECT * FROM {_read_csv_sql(item, path, rejects)}"
+    )
+    return int(con.execute(f"SELECT count(*) FROM {temp_table}").fetchall()[0][0])
+
+
+def _parse_fast(con: duckdb.DuckDBPyConnection, item: _Scanned) -> _Parsed | None:
+    """DuckDB reads the file itself; None when it refuses it or its counts do not add up."""
+    rejects, temp_table = f"rejects_{item.spec.table}", f"_load_{item.spec.table}"
     try:
-        # Outside any transaction on purpose: committed temp rows get rowids 0..n-1 in file
-        # order, which is how accepted rows are matched with their line numbers below.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {temp_table} AS "
-            f"SELECT * FROM {_read_csv_sql(item, rejects)}"
-        )
-    except duckdb.Error as exc:
-        raise IngestError(f"{item.path.name}: DuckDB could not parse the file: {exc}") from exc
-    quarantined = _quarantine_list(con, item, rejects)
-    accepted = int(con.execute(f"SELECT count(*) FROM {temp_table}").fetchall()[0][0])
+        accepted = _read_into(con, item, item.path, temp_table, rejects)
+    except duckdb.Error:
+        return None
+    quarantined = []
+    tabs = (len(item.header) - 1) * (1 + accepted)  # the header's and each accepted row's
+    with item.path.open("rb") as handle:
+        for rejected in _duckdb_rejects(con, rejects):
+            body = item.line_bytes(handle, rejected[0])
+            tabs += body.count(b"\t")
+            quarantined.append(_explained(body, item.header, *rejected))
+        # DuckDB skips blank lines without a word; they are rows read, so they are quarantined.
+        lengths = item.line_ends - item.line_starts
+        candidates = np.flatnonzero(lengths[1:] <= 1) + 2  # 1-based; a lone "\r" is blank too
+        rejected_lines = {line for line, _, _ in quarantined}
+        for line in candidates.tolist():
+            if line not in rejected_lines and not item.line_bytes(handle, line):
+                quarantined.append((line, BLANK_LINE, "empty line"))
+    if accepted + len(quarantined) != item.data_lines:
+        return None
+    # DuckDB drops empty fields past the header's without a word: a row it accepted from a
+    # line with more TABs than the header shows as TABs the rows do not account for. (A
+    # row it accepted has at least the header's TABs: fewer is a reject.)
+    if tabs != item.tabs:
+        return None
+    return _Parsed(item, temp_table, accepted, sorted(quarantined))
+
+
+def _line_flags(item: _Scanned) -> tuple[np.ndarray, np.ndarray]:
+    """Per line (index 0: the header): does it need the line checks; does a CR end it.
+
+    A line that is ASCII, has no control byte but its terminator, is not empty nor over
+    the limit, and has the header's tab count would pass :func:`_line_problem`: only the
+    others are checked one by one, in Python.
+    """
+    starts, ends = item.line_starts, item.line_ends
+    tabs = np.zeros(len(starts), np.int64)
+    suspect = np.zeros(len(starts), np.bool_)
+    cr_end = np.zeros(len(starts), np.bool_)
+    offset = 0
+    with item.path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            at = np.flatnonzero(data == 0x09).astype(np.int64) + offset
+            if len(at):
+                line = np.searchsorted(starts, at, side="right") - 1
+                counts = np.bincount(line - line[0])
+                tabs[line[0] : line[0] + len(counts)] += counts
+            odd = np.flatnonzero((data >= 0x80) | ((data < 0x20) & (data != 0x09) & (data != 0x0A)))
+            if len(odd):
+                at = odd.astype(np.int64) + offset
+                line = np.searchsorted(starts, at, side="right") - 1
+                terminator = (data[odd] == 0x0D) & (at + 1 == ends[line])
+                cr_end[line[terminator]] = True
+                suspect[line[~terminator]] = True
+            offset += len(chunk)
+    length = ends - starts - cr_end
+    suspect |= (length == 0) | (length > MAX_LINE_BYTES) | (tabs != len(item.header) - 1)
+    return suspect, cr_end
+
+
+def _clean_copy(item: _Scanned, target: Path) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Write the header and the loadable lines to ``target``, LF-terminated, in file order.
+
+    Returns the original line number of each data line written, and the lines set aside.
+    Loadable lines are copied in blocks of up to about :data:`_CHUNK` bytes, their CR
+    terminators dropped.
+    """
+    starts, ends = item.line_starts, item.line_ends
+    suspect, cr_end = _line_flags(item)
+    keep = ~suspect
+    keep[0] = False  # the header is written from the parsed names
+    quarantined: list[tuple[int, str, str]] = []
+    with item.path.open("rb") as handle:
+        for index in np.flatnonzero(suspect[1:]) + 1:
+            length = int(ends[index] - starts[index] - cr_end[index])
+            problem = (
+                (LINE_TOO_LONG, f"{length:,} bytes; the limit is {MAX_LINE_BYTES:,}")
+                if length > MAX_LINE_BYTES
+                else _line_problem(item.line_bytes(handle, int(index) + 1), item.header)
+            )
+            if problem:
+                quarantined.append((int(index) + 1, *problem))
+            else:
+                keep[index] = True
+    kept = np.flatnonzero(keep)
+    with item.path.open("rb") as handle, target.open("wb") as out:
+        out.write(("\t".join(item.header) + "\n").encode())
+        if len(kept):
+            cut = np.flatnonzero((np.diff(kept) != 1) | (np.diff(starts[kept] // _CHUNK) != 0)) + 1
+            for first, last in zip(
+                kept[np.r_[0, cut]].tolist(),
+                kept[np.r_[cut - 1, len(kept) - 1]].tolist(),
+                strict=True,
+            ):
+                handle.seek(int(starts[first]))
+                block = handle.read(int(ends[last] - starts[first]))  # up to the last LF
+                crs = ends[first : last + 1][cr_end[first : last + 1]] - 1 - starts[first]
+                if len(crs):
+                    block = np.delete(np.frombuffer(block, dtype=np.uint8), crs).tobytes()
+                out.write(block + b"\n")
+    return kept + 1, quarantined
+
+
+def _parse_slow(con: duckdb.DuckDBPyConnection, item: _Scanned, scratch: Path) -> _Parsed:
+    """Check every line in Python, then let DuckDB read a cleaned copy of the rest."""
+    rejects, temp_table = f"rejects_{item.spec.table}", f"_load_{item.spec.table}"
+    with tempfile.TemporaryDirectory(prefix="shelfguard-lines-", dir=scratch) as tmp:
+        cleaned = Path(tmp) / item.path.name
+        kept, quarantined = _clean_copy(item, cleaned)
+        try:
+            accepted = _read_into(con, item, cleaned, temp_table, rejects)
+        except duckdb.Error as exc:
+            raise IngestError(
+                f"{item.path.name}: DuckDB could not parse the file, even with its "
+                f"{len(quarantined)} unloadable line(s) set aside: {exc}"
+            ) from exc
+    with item.path.open("rb") as handle:
+        # Line k of the cleaned copy (1: the header) is original line kept[k - 2].
+        for line, reason, detail in _duckdb_rejects(con, rejects):
+            original = int(kept[line - 2])
+            body = item.line_bytes(handle, original)
+            quarantined.append(_explained(body, item.header, original, reason, detail))
     if accepted + len(quarantined) != item.data_lines:
         raise IngestError(
             f"{item.path.name}: {item.data_lines} rows read but {accepted} accepted + "
             f"{len(quarantined)} quarantined; refusing to lose rows silently"
         )
-    return _Parsed(item, temp_table, accepted, quarantined)
+    return _Parsed(item, temp_table, accepted, sorted(quarantined))
+
+
+def _parse_file(con: duckdb.DuckDBPyConnection, item: _Scanned, scratch: Path) -> _Parsed:
+    """Parse one file into a temporary table; count and list the lines it quarantines.
+
+    The fast path when the scan found no hazard, the slow path (a scratch copy of the
+    loadable lines, in a folder made under ``scratch``) when it did or DuckDB balked.
+    """
+    parsed = None if item.hazards else _parse_fast(con, item)
+    return parsed if parsed is not None else _parse_slow(con, item, scratch)
 
 
 def _accepted_line_numbers(parsed: _Parsed) -> np.ndarray:
@@ -466,7 +781,7 @@ def _load_duckdb(
         for number, item in enumerate(todo, start=1):
             if progress:
                 progress(f"parsing {item.path.name}", number - 1, len(todo))
-            parsed.append(_parse_file(con, item))
+            parsed.append(_parse_file(con, item, duckdb_path.parent))
         con.execute("BEGIN TRANSACTION")
         try:
             for result in parsed:
@@ -547,49 +862,18 @@ def pg_connect(url: str) -> Any:
     return connection
 
 
-def _split_nul_rows(con: duckdb.DuckDBPyConnection, parsed: _Parsed) -> tuple[_Parsed, str]:
-    """Quarantine accepted rows with a NUL in a text field; return them and the numbered rows.
-
-    Registers ``_lines`` (row -> source line) first: the row numbers are those DuckDB
-    gave while parsing, before anything moved to quarantine here.
-    """
-    item = parsed.item
+def _numbered_rows(con: duckdb.DuckDBPyConnection, parsed: _Parsed) -> str:
+    """The accepted rows with their source line (SQL); registers ``_lines`` (row -> line)."""
     con.register(
         "_lines",
         pa.table(
             {"_idx": np.arange(parsed.accepted), "_line_number": _accepted_line_numbers(parsed)}
         ),
     )
-    numbered = (
+    return (
         f"(SELECT t.*, l._line_number FROM (SELECT *, rowid AS _idx FROM {parsed.temp_table}) "
         "AS t JOIN _lines AS l USING (_idx))"
     )
-    texts = [name for name, sql_type in item.spec.columns.items() if sql_type == "VARCHAR"]
-    if not texts:
-        return parsed, numbered
-    flags = ", ".join(f'coalesce(contains("{name}", chr(0)), false)' for name in texts)
-    found = con.execute(
-        f"SELECT _line_number, [{flags}] AS flags FROM {numbered} "
-        f"WHERE list_bool_or([{flags}]) ORDER BY _line_number"
-    ).fetchall()
-    if not found:
-        return parsed, numbered
-    extra = [
-        (
-            int(line),
-            NUL_CHARACTER,
-            "NUL character in "
-            + ", ".join(name for name, flag in zip(texts, flags_, strict=True) if flag)
-            + ": PostgreSQL text cannot store it",
-        )
-        for line, flags_ in found
-    ]
-    con.register("_nul_lines", pa.table({"_line_number": [line for line, _, _ in extra]}))
-    filtered = f"(SELECT * FROM {numbered} ANTI JOIN _nul_lines USING (_line_number))"
-    updated = _Parsed(
-        item, parsed.temp_table, parsed.accepted - len(extra), sorted(parsed.quarantined + extra)
-    )
-    return updated, filtered
 
 
 def _pg_write_file(
@@ -602,7 +886,7 @@ def _pg_write_file(
 ) -> FileManifest:
     """Replace this file's rows in PostgreSQL (inside the batch transaction) with COPY."""
     spec, item = parsed.item.spec, parsed.item
-    parsed, rows_sql = _split_nul_rows(con, parsed)
+    rows_sql = _numbered_rows(con, parsed)
     _register_quarantined(con, parsed)
     cols = ", ".join(f'"{name}"' for name in spec.columns)
     raw_csv, quarantine_csv = workdir / f"raw_{spec.table}.csv", workdir / f"q_{spec.table}.csv"
@@ -618,7 +902,7 @@ def _pg_write_file(
         f"{stamp} FROM _quarantined ORDER BY line_number) "
         f"TO {_sql_str(str(quarantine_csv))} (FORMAT csv, HEADER false)"
     )
-    for view in ("_lines", "_quarantined", "_nul_lines"):
+    for view in ("_lines", "_quarantined"):
         con.unregister(view)
     con.execute(f"DROP TABLE {parsed.temp_table}")
 
@@ -657,7 +941,7 @@ def _load_postgres(
             for number, item in enumerate(todo, start=1):
                 if progress:
                     progress(f"parsing {item.path.name}", number - 1, len(todo))
-                parsed.append(_parse_file(con, item))
+                parsed.append(_parse_file(con, item, workdir))
             # An unreachable warehouse is a transient error (Airflow retries), not a refusal.
             pg = pg_connect(url)
             try:
@@ -726,6 +1010,7 @@ def ingest(
         if progress:
             progress(f"hashing {item.path.name}", number - 1, len(items))
         _scan(item)
+        _check_has_rows(item)
     batch_id = batch_id_for(items)
     known = {
         item.spec.table: ledger.find_ingested_file(f"raw.{item.spec.table}", item.sha256)
