@@ -119,6 +119,10 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
             # the task, so nothing downstream of it runs.
             test_behavior=TestBehavior.BUILD,
             should_detach_multiple_parents_tests=True,
+            # Models land in a candidate schema: an Asset event is emitted only when the
+            # marts are published (the `publish` task), never for an unpublished table.
+            # (A RenderConfig setting: Cosmos overrides the operator argument with it.)
+            emit_datasets=False,
         ),
         operator_args={
             "install_deps": False,
@@ -132,9 +136,6 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
                 CANDIDATE_BATCH_XCOM: _pull("ingest", CANDIDATE_BATCH_XCOM),
                 MARTS_SCHEMA_XCOM: _pull("start", MARTS_SCHEMA_XCOM),
             },
-            # Models land in a candidate schema: an Asset event is emitted only when the
-            # marts are published (the `publish` task), never for an unpublished table.
-            "emit_datasets": False,
             "callback": record_dbt_results,
             # Compiled staging SQL carries the pseudonymisation key; it must not be kept in
             # Airflow's metadata database or shown in the UI.

@@ -154,9 +154,7 @@ def run_gate(
         if ledger.get_run(run_id) is None:
             raise GateError(f"run {run_id!r} is not in the ledger: start the run first")
         if policy is None:
-            from shelfguard.run_context import RunContext
-
-            policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
+            policy = _run_policy(ledger, run_id)
         if name == "raw_data":
             outcome, suites = _raw_data(run_id, settings, policy, ledger)
         else:
@@ -186,6 +184,17 @@ def run_gate(
     finally:
         if owned:
             ledger.dispose()
+
+
+def _run_policy(ledger: Ledger, run_id: str) -> Policy:
+    """The policy the run pinned when it started; a run opened without pinning one (by
+    hand, outside the DAGs) is judged by the policy file as it is now."""
+    from shelfguard.policy import load_policy
+    from shelfguard.run_context import pinned_policy
+
+    run = ledger.get_run(run_id)
+    sha = str((run.lineage if run else {}).get("policy_sha256") or "")
+    return pinned_policy(ledger, sha) if sha else load_policy()
 
 
 def _record_lineage(ledger: Ledger, run_id: str, suites: list[SuiteSpec], policy: Policy) -> None:

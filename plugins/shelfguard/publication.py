@@ -422,7 +422,14 @@ def purge_batch(settings: Settings, batch_id: str) -> list[PurgedFile]:
     return purged
 
 
-_BATCH_FILE_KEYS = ("file_name", "table", "sha256", "rows_read", "rows_accepted", "rows_quarantined")
+_BATCH_FILE_KEYS = (
+    "file_name",
+    "table",
+    "sha256",
+    "rows_read",
+    "rows_accepted",
+    "rows_quarantined",
+)
 
 
 def land(

@@ -57,6 +57,11 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
         raise ReportError(f"no run {run_id!r} in the ledger (recent runs: {known})")
     batch_id = run.lineage.get("batch_id")
     inputs = [asdict(f) for f in ledger.ingested_files(batch_id=batch_id)] if batch_id else []
+    batch = ledger.get_batch(str(batch_id)) if batch_id else None
+    policy_sha = str(run.lineage.get("policy_sha256") or "")
+    pinned = ledger.policy_content(policy_sha) if policy_sha else None
+    snapshot_id = run.lineage.get("published_snapshot") or run.lineage.get("snapshot_id")
+    snapshot = ledger.get_snapshot(str(snapshot_id)) if snapshot_id else None
     gates = [_gate_json(g) for g in ledger.gate_results(run_id)]
     outcome = run.outcome
     if outcome == "BLOCKED":
@@ -89,6 +94,14 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             "gates": [g for g in gates if g["gate"] != "dbt"],
             "dbt": [g for g in gates if g["gate"] == "dbt"],
             "approvals": [asdict(a) for a in ledger.approvals(run_id)],
+            "policy": {
+                "sha256": policy_sha or None,
+                "source": pinned[1] if pinned else None,
+                "content": pinned[0] if pinned else None,
+                "pinned": pinned is not None,
+            },
+            "batch": asdict(batch) if batch else None,
+            "snapshot": asdict(snapshot) if snapshot else None,
             "generated_at": datetime.now(UTC),
         }
     )
@@ -173,6 +186,18 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 <td>{{ f.extra_columns | join(", ") }}</td></tr>{% endfor %}</table>
 <p class="muted">Every row read is either accepted or quarantined with a reason and its original bytes
 (tables <code>quarantine.*</code> in the warehouse).</p>{% endif %}
+
+<h2>Data: batch and published snapshot</h2>
+{% if r.batch %}<p>Batch <code>{{ r.batch.batch_id }}</code> is <span class="badge {{ 'pass' if r.batch.state == 'published' else 'fail' if r.batch.state in ('blocked', 'purged') else 'warn' }}">{{ r.batch.state }}</span>{% if r.batch.gate %} (blocked by gate {{ r.batch.gate }}){% endif %}.
+{% if r.batch.state == 'blocked' %}Its rows stay in <code>raw.*</code> as evidence and are never read downstream.{% endif %}</p>{% endif %}
+{% if r.snapshot %}<p>{{ "Published" if r.run.dag_id == "catalog_refresh" else "Read" }} snapshot <code>{{ r.snapshot.snapshot_id }}</code>
+(schema <code>{{ r.snapshot.schema_name }}</code>, fingerprint <code>{{ r.snapshot.fingerprint }}</code>, published {{ r.snapshot.published_at }}).</p>
+{% elif r.run.dag_id == "catalog_refresh" %}<p class="muted">Nothing was published: the marts are exactly as they were before this run.</p>{% endif %}
+
+<h2>Policy</h2>
+{% if r.policy.pinned %}<p>Pinned when the run started, from <code>{{ r.policy.source }}</code>, sha256 <code>{{ r.policy.sha256 }}</code>; every task of the run used these bytes.</p>
+<details><summary>The policy as pinned</summary><pre>{{ r.policy.content }}</pre></details>
+{% else %}<p class="muted">The run pinned no policy{% if r.policy.sha256 %} (recorded sha256 <code>{{ r.policy.sha256 }}</code>){% endif %}.</p>{% endif %}
 
 <h2>dbt models and tests</h2>
 {% if not r.dbt %}<p class="muted">dbt did not run in this run.</p>{% else %}

@@ -36,7 +36,9 @@ def load_raw(url: str, source: Path, ledger_path: Path) -> tuple[str, dict[str, 
         ledger.dispose()
     settings = make_settings(ledger_path.parent, {"SHELFGUARD_WAREHOUSE_URL": url})
     register_batch(settings, manifest.batch_id, [(f.table, f.sha256) for f in manifest.files])
-    return manifest.batch_id, {f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files}
+    return manifest.batch_id, {
+        f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files
+    }
 
 
 def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:

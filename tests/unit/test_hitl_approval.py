@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from shelfguard.approval import hitl_operator
 from shelfguard.config import load_settings, project_root
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.run_context import pin_policy
 
 DAG_ID = "search_model_retraining"
 AIRFLOW_RUN = "manual__1"
@@ -30,7 +31,9 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     settings = load_settings()
     settings.ensure_dirs()
     ledger = open_ledger(settings.ledger_url)
-    ledger.start_run(RUN_ID, DAG_ID, triggered_by="carol", lineage={})
+    # As the run's start task does: the policy is pinned, and the operator reads it back.
+    pinned = pin_policy(ledger)
+    ledger.start_run(RUN_ID, DAG_ID, triggered_by="carol", lineage={"policy_sha256": pinned.sha256})
     ledger.update_lineage(RUN_ID, model_sha256="m1", index_sha256="i1")
     return ledger
 

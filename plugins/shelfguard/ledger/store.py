@@ -439,7 +439,7 @@ _BATCH_MOVES = {
     "landed": {"gated", "blocked", "landed"},
     "gated": {"published", "blocked", "landed", "gated"},
     "published": {"published"},
-    "blocked": {"purged", "landed", "blocked"},
+    "blocked": {"purged", "landed", "gated", "blocked"},
     "purged": {"landed", "purged"},
 }
 
@@ -978,16 +978,16 @@ class Ledger:
         )
 
     def _batch_events(self, session: Session, batch_id: str) -> list[BatchEvent]:
-        query = (
-            sa.select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
-        )
+        query = sa.select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
         return list(session.scalars(query))
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         """The batch with its history, or None if it never landed."""
         with self._reading() as session:
             row = session.get(Batch, batch_id)
-            return None if row is None else _batch_record(row, self._batch_events(session, batch_id))
+            return (
+                None if row is None else _batch_record(row, self._batch_events(session, batch_id))
+            )
 
     def batches(self, limit: int = 50, state: str | None = None) -> list[BatchRecord]:
         """The latest ``limit`` batches (in one state, if given), newest first."""

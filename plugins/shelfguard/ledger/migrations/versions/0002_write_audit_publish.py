@@ -84,9 +84,7 @@ def upgrade() -> None:
         sa.Column("tables", sa.JSON(), nullable=False),
         _timestamp("published_at"),
         sa.PrimaryKeyConstraint("snapshot_id", name=op.f("pk_snapshots")),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.run_id"], name=op.f("fk_snapshots_run_id_runs")
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.run_id"], name=op.f("fk_snapshots_run_id_runs")),
     )
     op.create_index(op.f("ix_snapshots_published_at"), "snapshots", ["published_at"])
 
