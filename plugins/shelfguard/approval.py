@@ -76,18 +76,18 @@ def record_decision(
     assert run is not None
     if not decided_by.strip():
         raise ApprovalError("a decision needs the name of who made it (--by)")
-    if decision == "approved":
-        if run.triggered_by and decided_by == run.triggered_by:
-            raise ApprovalError(
-                f"{decided_by} triggered run {run_id} and may not approve it: "
-                "another approver must decide"
-            )
-        approvers = policy.approval.approvers
-        if approvers and decided_by not in approvers:
-            raise ApprovalError(
-                f"{decided_by} is not an approver in {policy.path or 'the policy'} "
-                f"(approvers: {', '.join(approvers)})"
-            )
+    # Approving and rejecting alike are decisions for an approver of the run's policy.
+    approvers = policy.approval.approvers
+    if decided_by not in approvers:
+        raise ApprovalError(
+            f"{decided_by} is not an approver in {policy.path or 'the policy'} "
+            f"(approvers: {', '.join(approvers) or 'none'})"
+        )
+    if decision == "approved" and run.triggered_by and decided_by == run.triggered_by:
+        raise ApprovalError(
+            f"{decided_by} triggered run {run_id} and may not approve it: "
+            "another approver must decide"
+        )
     if run.outcome not in ("RUNNING",) and via == "cli":
         raise ApprovalError(f"run {run_id} already ended {run.outcome}: there is nothing to decide")
     return ledger.record_approval(

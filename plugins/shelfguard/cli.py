@@ -497,11 +497,16 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.policy import PolicyError, load_policy
     from shelfguard.promotion import PromotionRefused, rollback
 
+    try:
+        policy = load_policy()  # the policy in force: its approvers may roll back
+    except PolicyError as exc:
+        raise UsageError(str(exc)) from exc
     ledger = _ledger(settings)
     try:
-        alias = rollback(ledger, moved_by=args.by, to_version=args.to, reason=args.reason)
+        alias = rollback(ledger, policy, moved_by=args.by, to_version=args.to, reason=args.reason)
     except PromotionRefused as exc:
         raise UsageError("rollback refused: " + "; ".join(exc.missing)) from exc
     finally:
@@ -789,7 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     back = sub.add_parser("rollback", help="move the champion back to an earlier approved pair")
     back.add_argument("--to", type=int, default=None, help="version (default: the one before)")
-    back.add_argument("--by", default=os.environ.get("USER") or "unknown", help="who rolls back")
+    back.add_argument(
+        "--by", required=True, help="who rolls back: an approver of the policy in force"
+    )
     back.add_argument("--reason", default="", help="why (kept in alias_history)")
     back.set_defaults(func=cmd_rollback)
 

@@ -105,6 +105,17 @@ def _approval_problems(
         )
     if approval.via != "policy" and run.triggered_by and approval.decided_by == run.triggered_by:
         problems.append(f"approval: {approval.decided_by} triggered the run and may not approve it")
+    if approval.via in ("cli", "hitl"):
+        if approval.policy_sha256 != policy.sha256:
+            problems.append(
+                f"approval: {approval.decided_by} approved under policy "
+                f"{(approval.policy_sha256 or 'none')[:12]}, not the run's "
+                f"{(policy.sha256 or 'none')[:12]}"
+            )
+        if approval.decided_by not in policy.approval.approvers:
+            problems.append(
+                f"approval: {approval.decided_by} is not an approver of the run's policy"
+            )
     return problems
 
 
@@ -219,13 +230,27 @@ def _approved(ledger: Ledger, model_sha256: str, index_sha256: str) -> bool:
 
 
 def rollback(
-    ledger: Ledger, *, moved_by: str, to_version: int | None = None, reason: str = ""
+    ledger: Ledger,
+    policy: Policy,
+    *,
+    moved_by: str,
+    to_version: int | None = None,
+    reason: str = "",
 ) -> AliasRecord:
     """Move ``champion`` back to the pair of an earlier version (default: the one before now).
 
-    The target pair must have been approved once; the move is recorded in
-    ``alias_history`` as a rollback.
+    Only an approver of ``policy`` (the policy in force) may roll back. The target pair
+    must have been approved once; the move is recorded in ``alias_history`` as a rollback.
     """
+    if moved_by not in policy.approval.approvers:
+        listed = ", ".join(policy.approval.approvers) or "none"
+        raise PromotionRefused(
+            "rollback",
+            [
+                f"{moved_by or 'nobody'} is not an approver in {policy.path or 'the policy'} "
+                f"(approvers: {listed})"
+            ],
+        )
     current = ledger.get_alias(ALIAS)
     if current is None:
         raise PromotionRefused("rollback", ["there is no champion to roll back"])

@@ -133,13 +133,44 @@ def test_rejection_and_changed_mind(ledger: Ledger) -> None:
 def test_who_may_decide(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "who")
+    with_carol = policy(approvers=["alice", "bob", "carol"])
     with pytest.raises(ApprovalError, match="carol triggered run"):
-        record_decision(ledger, policy(), run_id, "approved", "carol", via="cli")
+        record_decision(ledger, with_carol, run_id, "approved", "carol", via="cli")
     with pytest.raises(ApprovalError, match="mallory is not an approver"):
         record_decision(ledger, policy(), run_id, "approved", "mallory", via="cli")
     with pytest.raises(ApprovalError, match="not in the ledger"):
         record_decision(ledger, policy(), "nope", "approved", "alice", via="cli")
+    # Rejecting is a decision too: a non-approver cannot end a run REJECTED.
+    with pytest.raises(ApprovalError, match="mallory is not an approver"):
+        record_decision(ledger, policy(), run_id, "rejected", "mallory", via="cli")
     assert ledger.approvals(run_id) == []
+
+
+def test_an_approval_under_another_policy_is_refused_at_promotion(ledger: Ledger) -> None:
+    # mallory is listed only in a policy file made for the purpose.
+    refresh_run(ledger)
+    run_id = retraining_run(ledger, "forged")
+    forged = policy(approvers=["mallory"]).model_copy(update={"sha256": "f" * 64})
+    record_decision(ledger, forged, run_id, "approved", "mallory", via="cli")
+    with pytest.raises(PromotionRefused) as refused:
+        check_promotion(ledger, policy(), run_id)
+    missing = refused.value.missing
+    assert any(
+        "approved under policy ffffffffffff, not the run's pppppppppppp" in m for m in missing
+    )
+    assert any("mallory is not an approver of the run's policy" in m for m in missing)
+    assert ledger.get_alias("champion") is None
+
+
+def test_only_an_approver_may_roll_back(ledger: Ledger) -> None:
+    refresh_run(ledger)
+    first, second = retraining_run(ledger, "r1"), retraining_run(ledger, "r2")
+    for run_id in (first, second):
+        record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+        promote(ledger, policy(), run_id)
+    with pytest.raises(PromotionRefused, match="mallory is not an approver"):
+        rollback(ledger, policy(), moved_by="mallory")
+    assert ledger.get_alias().model.sha256 == "m-r2"  # type: ignore[union-attr]
 
 
 def test_policy_approval_counts_only_while_the_policy_says_auto(ledger: Ledger) -> None:
@@ -191,21 +222,21 @@ def test_rollback_goes_back_to_the_previous_approved_pair(ledger: Ledger) -> Non
         record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
         promote(ledger, policy(), run_id)
     assert ledger.get_alias().model.sha256 == "m-v2"  # type: ignore[union-attr]
-    back = rollback(ledger, moved_by="bob", reason="v2 answers worse")
+    back = rollback(ledger, policy(), moved_by="bob", reason="v2 answers worse")
     assert (back.version, back.model.sha256, back.index.sha256) == (3, "m-v1", "i-v1")
     assert ledger.alias_history()[-1].action == "rollback"
-    forward = rollback(ledger, moved_by="bob", to_version=2)
+    forward = rollback(ledger, policy(), moved_by="bob", to_version=2)
     assert forward.model.sha256 == "m-v2"
     with pytest.raises(PromotionRefused, match="no version 9"):
-        rollback(ledger, moved_by="bob", to_version=9)
+        rollback(ledger, policy(), moved_by="bob", to_version=9)
 
 
 def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
     with pytest.raises(PromotionRefused, match="no champion"):
-        rollback(ledger, moved_by="bob")
+        rollback(ledger, policy(), moved_by="bob")
     refresh_run(ledger)
     run_id = retraining_run(ledger, "only")
     record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
     promote(ledger, policy(), run_id)
     with pytest.raises(PromotionRefused, match="no earlier version"):
-        rollback(ledger, moved_by="bob")
+        rollback(ledger, policy(), moved_by="bob")
