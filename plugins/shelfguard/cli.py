@@ -279,14 +279,15 @@ def run_pipeline(
     from shelfguard.embedded import EmbeddedRunError, run_dag
 
     conf = dict(extra_conf or {})
-    # Who asked for the run: they may not approve its promotion.
-    conf.setdefault("triggered_by", os.environ.get("USER") or getpass.getuser())
+    # Who asked for the run (they may not approve its promotion) is the local user running
+    # this command, handed to Airflow outside the conf: a conf key never names the trigger.
+    user = getpass.getuser()
     if source:
         conf["source"] = str(Path(source).resolve())
     settings.ensure_dirs()
     try:
         if quiet:
-            result = run_dag(settings, dag_id, conf)
+            result = run_dag(settings, dag_id, conf, triggered_by=user)
         else:
             with console.status(f"running {dag_id} on the embedded Airflow…") as status:
 
@@ -294,7 +295,7 @@ def run_pipeline(
                     if "Task instance" in line or "Marking run" in line or "task_id=" in line:
                         status.update(f"{dag_id}: {line.strip()[-100:]}")
 
-                result = run_dag(settings, dag_id, conf, on_line=on_line)
+                result = run_dag(settings, dag_id, conf, on_line=on_line, triggered_by=user)
     except EmbeddedRunError as exc:
         raise UsageError(str(exc)) from exc
     ledger = _ledger(settings)

@@ -20,6 +20,7 @@ from typing import Any
 
 from shelfguard.config import Settings, project_root
 from shelfguard.ledger import RunRecord, open_ledger
+from shelfguard.run_context import EMBEDDED_TRIGGER_ENV
 
 
 class EmbeddedRunError(RuntimeError):
@@ -122,8 +123,13 @@ def run_dag(
     conf: Mapping[str, Any] | None = None,
     *,
     on_line: Callable[[str], None] | None = None,
+    triggered_by: str | None = None,
 ) -> EmbeddedRun:
-    """Run one DAG to the end with ``airflow dags test`` and return its ledger record."""
+    """Run one DAG to the end with ``airflow dags test`` and return its ledger record.
+
+    ``triggered_by`` (the local user running the command) reaches the run through the
+    Airflow process's environment, never through its conf.
+    """
     dag_file = project_root() / "dags" / f"{dag_id}.py"
     if not dag_file.is_file():
         known = sorted(p.stem for p in (project_root() / "dags").glob("*.py"))
@@ -140,6 +146,10 @@ def run_dag(
     payload = {**(conf or {}), "request_id": request_id}
     log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(settings)
+    env.pop(EMBEDDED_TRIGGER_ENV, None)
+    if triggered_by:
+        env[EMBEDDED_TRIGGER_ENV] = triggered_by
     # `airflow dags test`, less its idle one-second waits (see shelfguard.dag_test).
     command = [
         sys.executable,
@@ -155,7 +165,7 @@ def run_dag(
         log_path.open("w", encoding="utf-8") as log,
         subprocess.Popen(
             command,
-            env=airflow_env(settings),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -109,6 +109,36 @@ class RunContext:
         return run_dir(self.settings, self.run_id)
 
 
+#: Set by the embedded runner (``shelfguard run``) in the environment of the Airflow process
+#: it starts: the local user who ran the command. Never read from a run's conf.
+EMBEDDED_TRIGGER_ENV = "SHELFGUARD_EMBEDDED_TRIGGERED_BY"
+_SCHEDULER_RUN_TYPES = {"scheduled", "asset_triggered", "backfill", "asset_materialization"}
+
+
+def trigger_identity(context: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """Who triggered the run, from an identity the system verified (invariant 10).
+
+    In order: the user Airflow authenticated when the run was triggered (UI, REST API:
+    ``dag_run.triggering_user_name``); ``scheduler`` for scheduled, asset-triggered and
+    backfill runs; the local user who ran ``shelfguard run`` (the embedded runner puts
+    it in the Airflow process's environment). ``dag_run.conf`` is never read: a name
+    typed into the conf cannot make its author look like somebody else.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    dag_run = context.get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None)
+    if user:
+        return str(user)
+    run_type = getattr(dag_run, "run_type", None)
+    kind = str(getattr(run_type, "value", run_type) or "")
+    if kind in _SCHEDULER_RUN_TYPES:
+        return "scheduler"
+    embedded = environ.get(EMBEDDED_TRIGGER_ENV, "").strip()
+    return embedded or "unknown"
+
+
 def airflow_run_id(context: Mapping[str, Any]) -> str:
     """The ledger's run id of an Airflow task context (DAG id + Airflow run id)."""
     return ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))

@@ -15,7 +15,6 @@ its start and reads only that snapshot to the end.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from upath import UPath
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
-from shelfguard.run_context import RunContext, pin_policy
+from shelfguard.run_context import RunContext, pin_policy, trigger_identity
 
 FAILED = "failed"
 NOT_RUN = {"upstream_failed", "skipped", "removed", None}
@@ -60,7 +59,6 @@ def start_run(context: Mapping[str, Any]) -> str:
     conf = _conf(context)
     ledger = open_ledger(settings.ledger_url)
     policy = pin_policy(ledger)
-    dag_run = context.get("dag_run")
     lineage: dict[str, Any] = {
         "code_version": code_version(),
         "request_id": conf.get("request_id"),
@@ -73,9 +71,7 @@ def start_run(context: Mapping[str, Any]) -> str:
     ledger.start_run(
         run_id,
         dag_id,
-        triggered_by=conf.get("triggered_by")
-        or getattr(dag_run, "triggering_user_name", None)
-        or os.environ.get("USER"),
+        triggered_by=trigger_identity(context),
         lineage=lineage,
     )
     # dbt reads these at run time; the DAG never reads the policy while parsing.
