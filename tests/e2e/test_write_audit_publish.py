@@ -20,6 +20,7 @@ between two of them.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -172,8 +173,18 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         data = generate(root / name, products=PRODUCTS, seed=seed, defects=list(defects))
         if name == "blocked":
             add_searches(data.files["search_log"], SECRET, SECRET_USERS, "secret")
+        # A name typed into the conf must not become the run's trigger (invariant 10).
+        forged = json.dumps({"triggered_by": "mallory"})
         code, outcome = shelfguard(
-            home, policy, "run", "catalog_refresh", "--source", str(data.out_dir), "--json"
+            home,
+            policy,
+            "run",
+            "catalog_refresh",
+            "--source",
+            str(data.out_dir),
+            "--conf",
+            forged,
+            "--json",
         )
         facts[name] = outcome
         return code, outcome
@@ -363,6 +374,16 @@ def test_a_policy_edited_mid_run_does_not_change_that_run(story: dict[str, Any])
     with sqlite3.connect(home / "ledger.sqlite") as db:
         pinned = {row[0] for row in db.execute("select sha256 from policies")}
     assert story["edited_sha256"] not in pinned, "no task of the run read the edited file"
+
+
+def test_the_trigger_comes_from_the_runner_not_from_the_conf(story: dict[str, Any]) -> None:
+    with sqlite3.connect(story["home"] / "ledger.sqlite") as db:
+        triggers = {
+            row[0]
+            for row in db.execute("select triggered_by from runs where dag_id = 'catalog_refresh'")
+        }
+    assert "mallory" not in triggers
+    assert triggers == {getpass.getuser()}
 
 
 def test_a_blocked_batch_can_be_purged_and_the_purge_is_recorded(story: dict[str, Any]) -> None:
