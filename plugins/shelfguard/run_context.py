@@ -118,15 +118,19 @@ _SCHEDULER_RUN_TYPES = {"scheduled", "asset_triggered", "backfill", "asset_mater
 def trigger_identity(context: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
     """Who triggered the run, from an identity the system verified (invariant 10).
 
-    In order: the user Airflow authenticated when the run was triggered (UI, REST API:
-    ``dag_run.triggering_user_name``); ``scheduler`` for scheduled, asset-triggered and
-    backfill runs; the local user who ran ``shelfguard run`` (the embedded runner puts
-    it in the Airflow process's environment). ``dag_run.conf`` is never read: a name
+    In order: the local user who ran ``shelfguard run`` (the embedded runner puts it in
+    the environment of the Airflow process it starts; ``airflow dags test`` itself names
+    every run's user ``dag_test``); the user Airflow authenticated when the run was
+    triggered (UI, REST API: ``dag_run.triggering_user_name``); ``scheduler`` for
+    scheduled, asset-triggered and backfill runs. ``dag_run.conf`` is never read: a name
     typed into the conf cannot make its author look like somebody else.
     """
     import os
 
     environ = os.environ if environ is None else environ
+    embedded = environ.get(EMBEDDED_TRIGGER_ENV, "").strip()
+    if embedded:
+        return embedded
     dag_run = context.get("dag_run")
     user = getattr(dag_run, "triggering_user_name", None)
     if user:
@@ -135,8 +139,7 @@ def trigger_identity(context: Mapping[str, Any], environ: Mapping[str, str] | No
     kind = str(getattr(run_type, "value", run_type) or "")
     if kind in _SCHEDULER_RUN_TYPES:
         return "scheduler"
-    embedded = environ.get(EMBEDDED_TRIGGER_ENV, "").strip()
-    return embedded or "unknown"
+    return "unknown"
 
 
 def airflow_run_id(context: Mapping[str, Any]) -> str:

@@ -344,7 +344,7 @@ def test_promotion_then_rollback_restores_the_pair_and_its_answers(
 
     # Only an approver of the policy in force (governance.yml: governance-owner) rolls back.
     refused = cli(home, "rollback", "--by", "bob", "--reason", "worse answers")
-    assert refused.returncode == 2 and "bob is not an approver" in refused.stdout, refused
+    assert refused.returncode == 2 and "bob is not an approver" in refused.stderr, refused
     assert champion(home) == after
     back = cli(home, "rollback", "--by", "governance-owner", "--reason", "worse answers")
     assert back.returncode == 0, back.stderr

@@ -64,7 +64,9 @@ def test_the_trigger_is_never_taken_from_the_conf() -> None:
     for kind in ("scheduled", "asset_triggered", "backfill"):
         context = _context(forged, triggering_user_name=None, run_type=kind)
         assert trigger_identity(context, {}) == "scheduler"
-    # The embedded runner hands over the local user through the environment, not the conf.
-    embedded = _context(forged, triggering_user_name=None, run_type="manual")
+    # The embedded runner hands over the local user through the environment, not the conf
+    # (`airflow dags test` names every run's user "dag_test").
+    embedded = _context(forged, triggering_user_name="dag_test", run_type="manual")
     assert trigger_identity(embedded, {EMBEDDED_TRIGGER_ENV: "dave"}) == "dave"
-    assert trigger_identity(embedded, {}) == "unknown"
+    unnamed = _context(forged, triggering_user_name=None, run_type="manual")
+    assert trigger_identity(unnamed, {}) == "unknown"
