@@ -68,10 +68,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.generator import generate
 
     defects = [d.strip() for d in (args.defects or "").split(",") if d.strip()]
+    out_dir = Path(args.out)
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"--out {args.out}: {blocker} exists and is not a folder")
     with _progress(not args.json) as progress:
         try:
             result = generate(
-                Path(args.out),
+                out_dir,
                 products=args.products,
                 seed=args.seed,
                 defects=defects,
@@ -80,6 +84,10 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(
+                f"--out {args.out}: cannot write there: {exc.strerror or exc}"
+            ) from exc
     if args.json:
         out.print_json(
             json.dumps(
@@ -403,6 +411,8 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     payload = status_payload(settings, args.limit)
     if args.json:
         out.print_json(json.dumps(payload))
@@ -821,11 +831,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         code: int = args.func(args, settings)
     except (UsageError, SettingsError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        # One line, never wrapped: scripts grep it, people read it.
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        if os.environ.get("SHELFGUARD_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {first}".rstrip(": ")
+            + " (set SHELFGUARD_DEBUG=1 for the traceback)",
+            soft_wrap=True,
+        )
+        return 1
     return code
 
 

@@ -374,13 +374,32 @@ def _hazards(item: _Scanned, lf: np.ndarray, scanner: _Scanner) -> list[str]:
     return hazards
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its symbolic links followed, stays inside ``folder``."""
+    try:
+        path.resolve(strict=True).relative_to(folder.resolve(strict=True))
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return True
+
+
 def discover(source: Path) -> list[_Scanned]:
-    """Find the known files in ``source`` and check their headers, loading nothing."""
+    """Find the known files in ``source`` and check their headers, loading nothing.
+
+    A symbolic link is followed only when it resolves inside ``source``; one that points
+    outside it (or nowhere) refuses the batch without quoting anything of its target.
+    """
     if not source.is_dir():
         raise IngestError(f"{source}: not a folder")
     found = []
     for spec in SPECS:
         path = source / spec.file_name
+        if path.is_symlink() and not _inside(path, source):
+            # Nothing of the target is quoted: not its path, not its first line.
+            raise IngestError(
+                f"{spec.file_name}: a symbolic link to a file outside the source folder "
+                "(or to nothing); refused: copy the file into the folder instead"
+            )
         if not path.exists():
             if spec.required:
                 raise IngestError(f"{source}: required file {spec.file_name} is missing")
