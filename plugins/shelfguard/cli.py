@@ -1,7 +1,8 @@
 """``shelfguard``: the terminal entry point.
 
-Exit codes: 0 OK / PROMOTED, 1 FAILED or an error, 2 bad usage or input,
-3 BLOCKED by a gate, 4 REJECTED at approval.
+Exit codes: 0 OK / PROMOTED, 1 FAILED or an error (including a ledger that fails
+verification: ``verify``, ``status``, ``search`` and ``rollback`` exit 1 naming the
+bad row), 2 bad usage or input, 3 BLOCKED by a gate, 4 REJECTED at approval.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ out = Console(soft_wrap=True)
 
 class UsageError(Exception):
     """Bad input from the user: reported in one line, exit code 2."""
+
+
+class TamperedError(Exception):
+    """The ledger failed verification: reported in one line naming the bad row, exit code 1."""
 
 
 @contextmanager
@@ -386,6 +391,7 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
     """The champion and the recent runs, each with its gates."""
     ledger = _ledger(settings)
     try:
+        report = ledger.verify()
         champion = ledger.get_alias("champion")
         runs = []
         for run in ledger.recent_runs(limit=limit):
@@ -407,16 +413,42 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
             "index": {"uri": champion.index.uri, "sha256": champion.index.sha256},
             "run_id": champion.run_id,
         }
-    return {"home": str(settings.home), "champion": champion_json, "runs": runs}
+    problem = report.first
+    return {
+        "home": str(settings.home),
+        "ledger": {
+            "intact": report.ok,
+            "entries": report.entries,
+            "problem": None if problem is None else str(problem),
+            "problems": len(report.problems),
+        },
+        "champion": champion_json,
+        "runs": runs,
+    }
+
+
+def _tampered_line(ledger_state: dict[str, Any]) -> str:
+    more = ledger_state["problems"] - 1
+    return (
+        f"TAMPERED: the ledger failed verification: {ledger_state['problem']}"
+        + (f" (and {more} more)" if more > 0 else "")
+        + "; nothing below can be trusted (see `shelfguard verify`)"
+    )
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the champion and recent runs; a ledger that fails verification prints
+    a TAMPERED line first and exits 1 (also with ``--json``, whose ``ledger`` says why)."""
     if args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     payload = status_payload(settings, args.limit)
+    intact = bool(payload["ledger"]["intact"])
+    code = 0 if intact else 1
     if args.json:
         out.print_json(json.dumps(payload))
-        return 0
+        return code
+    if not intact:
+        out.print(f"[bold red]{_tampered_line(payload['ledger'])}[/]", markup=True)
     champion = payload["champion"]
     if champion:
         out.print(
@@ -427,7 +459,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         out.print("champion: none yet")
     if not payload["runs"]:
         out.print(f"no runs recorded in {payload['home']}")
-        return 0
+        return code
     table = Table(title="recent runs")
     for column in ("run_id", "dag_id", "outcome", "gates", "finished (UTC)"):
         table.add_column(column, overflow="fold")
@@ -437,7 +469,30 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         finished = (run["finished_at"] or "-")[:19].replace("T", " ")
         table.add_row(run["run_id"], run["dag_id"], outcome, gates, finished)
     out.print(table)
-    return 0
+    return code
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Check the ledger's hash chain: exit 0 when intact, 1 naming the first bad row."""
+    ledger = _ledger(settings)
+    try:
+        report = ledger.verify()
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps(report.to_dict()))
+    elif report.ok:
+        head = f" (head {report.head[:12]})" if report.head else ""
+        out.print(f"OK: the ledger verifies, {report.entries} chain entries{head}")
+    else:
+        more = len(report.problems) - 1
+        out.print(
+            f"TAMPERED: {report.first}" + (f" (and {more} more)" if more > 0 else ""),
+            markup=False,
+        )
+        for problem in report.problems[1:]:
+            out.print(f"  also: {problem}", markup=False)
+    return 0 if report.ok else 1
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -519,6 +574,8 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     try:
         alias = rollback(ledger, policy, moved_by=args.by, to_version=args.to, reason=args.reason)
     except PromotionRefused as exc:
+        if exc.tampered:
+            raise TamperedError("rollback refused: " + "; ".join(exc.missing)) from exc
         raise UsageError("rollback refused: " + "; ".join(exc.missing)) from exc
     finally:
         ledger.dispose()
@@ -554,9 +611,13 @@ def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[A
         )
     if k < 1:
         raise UsageError(f"-k must be at least 1, got {k}")
+    from shelfguard.ledger import LedgerTampered
+
     ledger = _ledger(settings)
     try:
-        champion = ledger.get_alias("champion")
+        champion = ledger.verify_champion("champion")
+    except LedgerTampered as exc:
+        raise TamperedError(f"refusing to search: {exc}") from exc
     finally:
         ledger.dispose()
     if champion is None:
@@ -786,6 +847,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print as JSON")
     st.set_defaults(func=cmd_status)
 
+    ver = sub.add_parser(
+        "verify", help="check the ledger's hash chain: exit 0 intact, 1 naming the first bad row"
+    )
+    ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    ver.set_defaults(func=cmd_verify)
+
     rep = sub.add_parser("report", help="write the governance report (HTML + JSON) of a run")
     rep.add_argument("run_id", help="a run id from `shelfguard status`, or `latest`")
     rep.add_argument(
@@ -834,6 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line, never wrapped: scripts grep it, people read it.
         console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         return 2
+    except TamperedError as exc:
+        console.print(f"[bold red]tampered:[/] {exc}")
+        return 1
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

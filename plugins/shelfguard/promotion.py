@@ -16,13 +16,22 @@ missing for the run's exact artifacts:
 Only then :func:`promote` moves the alias to (model, index) in one transaction
 (:meth:`shelfguard.ledger.Ledger.move_alias`, with an optimistic version check).
 :func:`rollback` moves it back to an earlier approved pair, recorded the same way.
+Both refuse first when the ledger fails verification (its hash chain, see
+docs/ledger.md "Tamper evidence"), naming the first bad row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shelfguard.ledger import AliasRecord, ApprovalRecord, ArtifactRecord, Ledger, RunRecord
+from shelfguard.ledger import (
+    AliasRecord,
+    ApprovalRecord,
+    ArtifactRecord,
+    Ledger,
+    LedgerTampered,
+    RunRecord,
+)
 from shelfguard.policy import Policy
 
 ALIAS = "champion"
@@ -32,9 +41,11 @@ NONE = "(none recorded)"
 class PromotionRefused(RuntimeError):
     """Promotion (or rollback) is not allowed; ``missing`` lists every reason."""
 
-    def __init__(self, run_id: str, missing: list[str]) -> None:
+    def __init__(self, run_id: str, missing: list[str], *, tampered: bool = False) -> None:
         self.run_id = run_id
         self.missing = missing
+        #: True when the refusal is because the ledger failed verification.
+        self.tampered = tampered
         super().__init__(
             f"promotion of {run_id} refused:\n" + "\n".join(f"  - {m}" for m in missing)
         )
@@ -49,6 +60,18 @@ class Candidate:
     model: ArtifactRecord
     index: ArtifactRecord
     approval: ApprovalRecord
+
+
+def require_intact_ledger(ledger: Ledger, what: str) -> None:
+    """Refuse (:class:`PromotionRefused`, ``tampered=True``) unless the ledger verifies.
+
+    The evidence promotion and rollback decide from is only trusted once the hash
+    chain over gate verdicts, approvals and alias moves checks out.
+    """
+    try:
+        ledger.require_intact()
+    except LedgerTampered as exc:
+        raise PromotionRefused(what, [f"{exc} (run `shelfguard verify`)"], tampered=True) from exc
 
 
 def _passed(ledger: Ledger, gate: str, subject: str) -> bool:
@@ -176,7 +199,11 @@ def _artifact_problems(
 
 
 def check_promotion(ledger: Ledger, policy: Policy, run_id: str) -> Candidate:
-    """Everything promotion needs for ``run_id``, or :class:`PromotionRefused` listing what is missing."""
+    """Everything promotion needs for ``run_id``, or :class:`PromotionRefused` listing what is missing.
+
+    A ledger that fails verification (:meth:`Ledger.verify`) refuses first, naming the bad row.
+    """
+    require_intact_ledger(ledger, run_id)
     run = ledger.get_run(run_id)
     if run is None:
         raise PromotionRefused(run_id, [f"run {run_id} is not in the ledger"])
@@ -241,6 +268,7 @@ def rollback(
 
     Only an approver of ``policy`` (the policy in force) may roll back. The target pair
     must have been approved once; the move is recorded in ``alias_history`` as a rollback.
+    A ledger that fails verification refuses before anything is read from it.
     """
     if moved_by not in policy.approval.approvers:
         listed = ", ".join(policy.approval.approvers) or "none"
@@ -251,6 +279,7 @@ def rollback(
                 f"(approvers: {listed})"
             ],
         )
+    require_intact_ledger(ledger, "rollback")
     current = ledger.get_alias(ALIAS)
     if current is None:
         raise PromotionRefused("rollback", ["there is no champion to roll back"])

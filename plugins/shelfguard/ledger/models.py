@@ -26,6 +26,8 @@ ALIAS_ACTIONS = ("promote", "rollback")
 #: A batch's life (write-audit-publish): landed by ingest, gated by the raw-data gate,
 #: then published with the marts or blocked by a gate; a blocked batch may be purged.
 BATCH_STATES = ("landed", "gated", "published", "blocked", "purged")
+#: What a hash-chain entry records (see ``shelfguard.ledger.chain``).
+CHAIN_KINDS = ("gate", "approval", "alias_move")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -241,3 +243,26 @@ class Snapshot(Base):
     batch_id: Mapped[str | None] = mapped_column(sa.String())
     tables: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+
+
+class ChainEntry(Base):
+    """One link of the hash chain over gate verdicts, approvals and alias moves.
+
+    Append-only: ``ref_id`` is the row's id in the table its ``kind`` names, and
+    ``row_hash`` commits to ``prev_hash`` and to the row's payload hash. The unique
+    ``prev_hash`` lets no two entries follow the same one (the chain cannot fork).
+    """
+
+    __tablename__ = "chain"
+    __table_args__ = (
+        sa.UniqueConstraint("prev_hash"),
+        _one_of("kind", CHAIN_KINDS),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String())
+    ref_id: Mapped[int] = mapped_column(sa.Integer(), index=True)
+    payload_sha256: Mapped[str] = mapped_column(sa.String())
+    prev_hash: Mapped[str] = mapped_column(sa.String())
+    row_hash: Mapped[str] = mapped_column(sa.String())
+    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

@@ -29,6 +29,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from shelfguard.ledger.chain import (
+    CHAIN_TABLES,
+    GENESIS,
+    alias_move_payload,
+    approval_payload,
+    entry_hash,
+    gate_payload,
+    payload_sha256,
+)
 from shelfguard.ledger.models import (
     ALIAS_ACTIONS,
     APPROVAL_CHANNELS,
@@ -43,6 +52,7 @@ from shelfguard.ledger.models import (
     Base,
     Batch,
     BatchEvent,
+    ChainEntry,
     GateResult,
     IngestFile,
     PolicyVersion,
@@ -65,12 +75,15 @@ __all__ = [
     "ArtifactRecord",
     "BatchEventRecord",
     "BatchRecord",
+    "ChainProblem",
     "GateRecord",
     "IngestFileRecord",
     "Ledger",
     "LedgerError",
+    "LedgerTampered",
     "RunRecord",
     "SnapshotRecord",
+    "VerifyReport",
     "alembic_config",
 ]
 
@@ -80,6 +93,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Serialises concurrent ``migrate()`` calls on PostgreSQL (every process calls it
 # on start); any constant works as long as nothing else uses it.
 _PG_MIGRATION_LOCK = 0x5348454C46475244
+# Serialises appends to the hash chain on PostgreSQL (SQLite's BEGIN IMMEDIATE
+# already serialises every writer); taken first in the transaction, before any row lock.
+_PG_CHAIN_LOCK = 0x5348454C46434841
 _WRITE_OPTION = "shelfguard_write"
 _ALEMBIC_LOCK = threading.Lock()
 
@@ -88,6 +104,59 @@ _T = TypeVar("_T")
 
 class LedgerError(RuntimeError):
     """The ledger refused a write or cannot serve a request."""
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One row that does not match the hash chain: which table, which row, what is wrong."""
+
+    table: str
+    row_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.table} row {self.row_id}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Ledger.verify` found: ``ok`` when the decision record is intact."""
+
+    entries: int
+    head: str | None
+    problems: list[ChainProblem]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    @property
+    def first(self) -> ChainProblem | None:
+        """The first bad row (chain order first, then table by table), or None."""
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (``shelfguard verify --json``)."""
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head": self.head,
+            "first_problem": None if self.first is None else vars(self.first),
+            "problems": [vars(p) for p in self.problems],
+        }
+
+
+class LedgerTampered(LedgerError):
+    """The ledger failed verification: a chained row was edited, added or deleted outside it."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        self.report = report
+        more = len(report.problems) - 1
+        super().__init__(
+            f"ledger failed verification: {report.first}"
+            + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -309,6 +378,11 @@ def _check_counts(record: IngestFileRecord) -> None:
             f"{record.rows_accepted} + rows_quarantined={record.rows_quarantined} "
             f"= {record.rows_accepted + record.rows_quarantined}"
         )
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    """A mapped row's column values by name (what the chain payloads read)."""
+    return {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs}
 
 
 def _run_record(row: Run) -> RunRecord:
@@ -749,6 +823,7 @@ class Ledger:
         check_list = _check_json("checks", [dict(check) for check in checks or ()])
         metric_map = _check_json("metrics", dict(metrics or {}))
         with self._writing() as session:
+            self._lock_chain(session)
             self._require_run(session, run_id)
             insert = self._insert(
                 GateResult,
@@ -777,6 +852,8 @@ class Ledger:
                     GateResult.subject == subject,
                 )
             ).scalar_one()
+            # A replaced verdict gets a new chain entry; the same verdict again does not.
+            self._chain(session, "gate", row.id, gate_payload(_columns(row)))
             return _gate_record(row)
 
     def gate_results(self, run_id: str) -> list[GateRecord]:
@@ -1095,6 +1172,7 @@ class Ledger:
         if not model_sha256 or not index_sha256:
             raise LedgerError("an approval needs both model_sha256 and index_sha256")
         with self._writing() as session:
+            self._lock_chain(session)
             # Locking the run serialises approvals of that run, so two retries
             # racing each other cannot both decide that no row exists yet.
             self._require_run(session, run_id, lock=True)
@@ -1124,6 +1202,7 @@ class Ledger:
             )
             session.add(row)
             session.flush()
+            self._chain(session, "approval", row.id, approval_payload(_columns(row)))
             return _approval_record(row)
 
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
@@ -1176,8 +1255,9 @@ class Ledger:
             raise LedgerError("an alias move needs moved_by and a reason")
         try:
             with self._writing() as session:
-                self._require_artifact(session, model_artifact_id, "model")
-                self._require_artifact(session, index_artifact_id, "index")
+                self._lock_chain(session)
+                model = self._require_artifact(session, model_artifact_id, "model")
+                index = self._require_artifact(session, index_artifact_id, "index")
                 if run_id is not None:
                     self._require_run(session, run_id)
                 alias = session.execute(
@@ -1210,22 +1290,23 @@ class Ledger:
                 # Flushed first so the version bump (or the insert) happens
                 # before the history row that records it.
                 session.flush()
-                session.add(
-                    AliasHistory(
-                        alias=name,
-                        version=alias.version,
-                        action=action,
-                        model_artifact_id=model_artifact_id,
-                        index_artifact_id=index_artifact_id,
-                        previous_model_artifact_id=previous_model,
-                        previous_index_artifact_id=previous_index,
-                        run_id=run_id,
-                        moved_by=moved_by,
-                        moved_at=now,
-                        reason=reason,
-                    )
+                move = AliasHistory(
+                    alias=name,
+                    version=alias.version,
+                    action=action,
+                    model_artifact_id=model_artifact_id,
+                    index_artifact_id=index_artifact_id,
+                    previous_model_artifact_id=previous_model,
+                    previous_index_artifact_id=previous_index,
+                    run_id=run_id,
+                    moved_by=moved_by,
+                    moved_at=now,
+                    reason=reason,
                 )
+                session.add(move)
                 session.flush()
+                payload = alias_move_payload(_columns(move), model.sha256, index.sha256)
+                self._chain(session, "alias_move", move.id, payload)
                 return self._alias_record(session, alias)
         except (IntegrityError, StaleDataError) as exc:
             # Another process moved or created the alias between our read and
@@ -1243,6 +1324,187 @@ class Ledger:
         )
         with self._reading() as session:
             return [_alias_move(row) for row in session.scalars(query)]
+
+    # tamper evidence
+
+    def _lock_chain(self, session: Session) -> None:
+        # First statement of a chained write, before any row lock, so that two
+        # writers never wait for each other's locks in opposite orders.
+        if self._dialect == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CHAIN_LOCK})
+
+    def _chain(self, session: Session, kind: str, ref_id: int, payload: Mapping[str, Any]) -> None:
+        """Append a chain entry for the row, unless its latest entry already has this payload."""
+        digest = payload_sha256(payload)
+        latest = session.execute(
+            sa.select(ChainEntry.payload_sha256)
+            .where(ChainEntry.kind == kind, ChainEntry.ref_id == ref_id)
+            .order_by(ChainEntry.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if latest == digest:
+            return
+        head = session.execute(
+            sa.select(ChainEntry.row_hash).order_by(ChainEntry.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        prev = head or GENESIS
+        session.add(
+            ChainEntry(
+                kind=kind,
+                ref_id=ref_id,
+                payload_sha256=digest,
+                prev_hash=prev,
+                row_hash=entry_hash(prev, kind, ref_id, digest),
+                recorded_at=_now(),
+            )
+        )
+        session.flush()
+
+    def verify(self) -> VerifyReport:
+        """Recompute the hash chain and check the decision record against it.
+
+        Checks, in this order: every chain entry links to the one before it and
+        its ``row_hash`` matches its content; every gate verdict, approval and
+        alias move has a chain entry (a row inserted outside the ledger has none)
+        and its current content hashes to its latest entry; every chained row
+        still exists; and each alias points where its latest recorded move put it.
+        Reads one consistent snapshot; changes nothing.
+        """
+        problems: list[ChainProblem] = []
+        with self._reading() as session:
+            if self._dialect == "postgresql":
+                # One snapshot for every query, so a concurrent write is not mistaken
+                # for a row without its chain entry.
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            entries = list(session.scalars(sa.select(ChainEntry).order_by(ChainEntry.id)))
+            latest = self._check_links(entries, problems)
+            shas: dict[int, str] = {
+                artifact_id: sha
+                for artifact_id, sha in session.execute(sa.select(Artifact.id, Artifact.sha256))
+            }
+            seen: set[tuple[str, int]] = set()
+
+            def check(kind: str, row_id: int, payload: Mapping[str, Any]) -> None:
+                seen.add((kind, row_id))
+                table = CHAIN_TABLES[kind]
+                entry = latest.get((kind, row_id))
+                if entry is None:
+                    problems.append(
+                        ChainProblem(
+                            table, str(row_id), "has no chain entry: written outside the ledger"
+                        )
+                    )
+                elif entry.payload_sha256 != payload_sha256(payload):
+                    problems.append(
+                        ChainProblem(
+                            table,
+                            str(row_id),
+                            f"differs from what chain entry {entry.id} recorded: "
+                            "edited outside the ledger",
+                        )
+                    )
+
+            for gate in session.scalars(sa.select(GateResult).order_by(GateResult.id)):
+                check("gate", gate.id, gate_payload(_columns(gate)))
+            for approval in session.scalars(sa.select(Approval).order_by(Approval.id)):
+                check("approval", approval.id, approval_payload(_columns(approval)))
+            for move in session.scalars(sa.select(AliasHistory).order_by(AliasHistory.id)):
+                payload = alias_move_payload(
+                    _columns(move),
+                    shas.get(move.model_artifact_id),
+                    shas.get(move.index_artifact_id),
+                )
+                check("alias_move", move.id, payload)
+            for (kind, ref_id), entry in sorted(latest.items(), key=lambda item: item[1].id):
+                if (kind, ref_id) not in seen:
+                    problems.append(
+                        ChainProblem(
+                            CHAIN_TABLES[kind],
+                            str(ref_id),
+                            f"is missing but chain entry {entry.id} recorded it: deleted",
+                        )
+                    )
+            problems.extend(self._check_aliases(session))
+        return VerifyReport(
+            entries=len(entries), head=entries[-1].row_hash if entries else None, problems=problems
+        )
+
+    @staticmethod
+    def _check_links(
+        entries: Sequence[ChainEntry], problems: list[ChainProblem]
+    ) -> dict[tuple[str, int], ChainEntry]:
+        """Check each entry's linkage and hash; return the latest entry of each chained row."""
+        latest: dict[tuple[str, int], ChainEntry] = {}
+        prev = GENESIS
+        for entry in entries:
+            if entry.kind not in CHAIN_TABLES:
+                problems.append(
+                    ChainProblem("chain", str(entry.id), f"unknown kind {entry.kind!r}")
+                )
+            elif entry.prev_hash != prev:
+                problems.append(
+                    ChainProblem(
+                        "chain",
+                        str(entry.id),
+                        "does not follow the entry before it: an entry was deleted, "
+                        "inserted or edited",
+                    )
+                )
+            elif entry.row_hash != entry_hash(
+                entry.prev_hash, entry.kind, entry.ref_id, entry.payload_sha256
+            ):
+                problems.append(
+                    ChainProblem("chain", str(entry.id), "its row_hash does not match its content")
+                )
+            prev = entry.row_hash
+            latest[(entry.kind, entry.ref_id)] = entry
+        return latest
+
+    @staticmethod
+    def _check_aliases(session: Session) -> list[ChainProblem]:
+        """Each alias must point where its latest recorded move put it."""
+        problems = []
+        for alias in session.scalars(sa.select(Alias).order_by(Alias.name)):
+            move = session.execute(
+                sa.select(AliasHistory)
+                .where(AliasHistory.alias == alias.name)
+                .order_by(AliasHistory.version.desc(), AliasHistory.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if move is None:
+                problems.append(
+                    ChainProblem("aliases", alias.name, "has no recorded move in alias_history")
+                )
+                continue
+            now = (alias.version, alias.model_artifact_id, alias.index_artifact_id)
+            recorded = (move.version, move.model_artifact_id, move.index_artifact_id)
+            if now != recorded:
+                problems.append(
+                    ChainProblem(
+                        "aliases",
+                        alias.name,
+                        f"points at v{now[0]} model {now[1]} + index {now[2]}, but its latest "
+                        f"recorded move (alias_history {move.id}) is v{recorded[0]} model "
+                        f"{recorded[1]} + index {recorded[2]}",
+                    )
+                )
+        return problems
+
+    def require_intact(self) -> VerifyReport:
+        """:meth:`verify`, raising :class:`LedgerTampered` (naming the first bad row) if it fails."""
+        report = self.verify()
+        if not report.ok:
+            raise LedgerTampered(report)
+        return report
+
+    def verify_champion(self, name: str = "champion") -> AliasRecord | None:
+        """Where the alias points, only once the whole ledger verified (else LedgerTampered).
+
+        Callers that act on the champion (search, promotion, rollback, status)
+        use this instead of :meth:`get_alias`.
+        """
+        self.require_intact()
+        return self.get_alias(name)
 
     def _require_artifact(self, session: Session, artifact_id: int, kind: str) -> Artifact:
         row = session.get(Artifact, artifact_id)
