@@ -41,6 +41,9 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     cli.out = Console(file=said, soft_wrap=True, width=100)
     try:
         code = main(argv)
+    except SystemExit as exc:  # argparse refusing an argument: usage + one error line
+        code = int(exc.code or 0)
+        said.write(capsys.readouterr().err)
     finally:
         cli.console, cli.out = consoles
     capsys.readouterr()
@@ -82,6 +85,8 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["search", ""], 2),
         (["search", "oak", "-k", "0"], 2),
         (["search", "oak"], 2),
+        # verify takes no argument that could be hostile: on a fresh home it says OK.
+        (["verify"], 0),
     ]
 
 
