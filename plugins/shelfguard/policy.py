@@ -382,11 +382,28 @@ def load_policy(path: Path | None = None) -> Policy:
     The policy's :attr:`Policy.warnings` are logged (``shelfguard.policy``, level WARNING).
     """
     path = path or default_policy_path()
+    return _load(path, read_policy_bytes(path))
+
+
+def read_policy_bytes(path: Path | None = None) -> bytes:
+    """The policy file's bytes (at most one past :data:`MAX_POLICY_BYTES`, so that an
+    oversized file is refused by :func:`parse_policy` without being read whole)."""
+    path = path or default_policy_path()
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_POLICY_BYTES + 1)
+            return handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from exc
+
+
+def load_policy_with_bytes(path: Path | None = None) -> tuple[Policy, bytes]:
+    """Like :func:`load_policy`, and the very bytes it validated (to pin them)."""
+    path = path or default_policy_path()
+    data = read_policy_bytes(path)
+    return _load(path, data), data
+
+
+def _load(path: Path, data: bytes) -> Policy:
     policy = parse_policy(data, str(path))
     for warning in policy.warnings:
         logger.warning("%s: %s", path, warning)

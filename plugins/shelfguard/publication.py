@@ -244,12 +244,6 @@ def current_snapshot(settings: Settings) -> PublishedSnapshot | None:
     return found[0] if found else None
 
 
-def is_published(settings: Settings, schema: str) -> bool:
-    """Whether ``schema`` holds a published snapshot (and so may never be written again)."""
-    with _transaction(settings) as warehouse:
-        return bool(_published(warehouse, "schema_name = ?", [schema]))
-
-
 def publish(
     settings: Settings,
     *,

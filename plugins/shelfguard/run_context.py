@@ -20,23 +20,21 @@ from upath import UPath
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, RunRecord, open_ledger
 from shelfguard.lineage import ledger_run_id
-from shelfguard.policy import Policy, PolicyError, load_policy, parse_policy
+from shelfguard.policy import Policy, PolicyError, load_policy_with_bytes, parse_policy
 
 
 class RunContextError(RuntimeError):
     """The run is not in the ledger, or its pinned policy cannot be found."""
 
 
-def pin_policy(ledger: Ledger, policy: Policy | None = None) -> Policy:
+def pin_policy(ledger: Ledger) -> Policy:
     """Read the policy file once and keep its bytes in the ledger; return what was pinned.
 
-    The returned policy is parsed from the stored bytes, exactly as later tasks see it.
+    The policy returned is the one validated from exactly the bytes stored, so it is what
+    every later task parses back.
     """
-    policy = policy or load_policy()
-    with open(policy.path, "rb") as handle:
-        data = handle.read()
-    pinned = parse_policy(data, policy.path)
-    ledger.pin_policy(pinned.sha256, data.decode("utf-8"), policy.path)
+    pinned, data = load_policy_with_bytes()
+    ledger.pin_policy(pinned.sha256, data.decode("utf-8"), pinned.path)
     return pinned
 
 

@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from upath import UPath
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.ledger import Ledger, SnapshotRecord, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
 from shelfguard.run_context import RunContext, pin_policy, trigger_identity
 
@@ -91,23 +91,18 @@ def _pin_snapshot(context: Mapping[str, Any], settings: Settings, ledger: Ledger
         for event in asset_events or []:
             extra = getattr(event, "extra", None) or {}
             named = extra.get("snapshot_id") or named
-    snapshot = ledger.get_snapshot(str(named)) if named else None
-    if snapshot is not None:
-        return {
-            "snapshot_id": snapshot.snapshot_id,
-            "marts_schema": snapshot.schema_name,
-            "snapshot_fingerprint": snapshot.fingerprint,
-        }
-    current = publication.current_snapshot(settings)
-    if current is None:
+    snapshot: SnapshotRecord | publication.PublishedSnapshot | None = (
+        ledger.get_snapshot(str(named)) if named else None
+    ) or publication.current_snapshot(settings)
+    if snapshot is None:
         raise AirflowFailException(
             "no published marts yet: run catalog_refresh first (retraining reads only "
             "published, gated snapshots)"
         )
     return {
-        "snapshot_id": current.snapshot_id,
-        "marts_schema": current.schema_name,
-        "snapshot_fingerprint": current.fingerprint,
+        "snapshot_id": snapshot.snapshot_id,
+        "marts_schema": snapshot.schema_name,
+        "snapshot_fingerprint": snapshot.fingerprint,
     }
 
 
@@ -150,8 +145,10 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
         batch_id=manifest.batch_id,
         inputs={f["file_name"]: f["sha256"] for f in files},
     )
-    _land(settings, ledger, run_id, manifest.batch_id, files)
+    from shelfguard import publication
     from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
+
+    publication.land(settings, ledger, manifest.batch_id, files, run_id=run_id)
 
     context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest.batch_id)
     ledger.record_gate(
@@ -172,14 +169,6 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
         metrics={"files": files},
     )
     return manifest.to_dict()
-
-
-def _land(
-    settings: Settings, ledger: Ledger, run_id: str, batch_id: str, files: list[dict[str, Any]]
-) -> None:
-    from shelfguard import publication
-
-    publication.land(settings, ledger, batch_id, files, run_id=run_id)
 
 
 def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
