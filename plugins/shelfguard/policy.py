@@ -122,6 +122,12 @@ class Privacy(_Strict):
         le=MAX_K_ANONYMITY,
         description=f"minimum distinct users per query (2..{MAX_K_ANONYMITY}; below 5 warns)",
     )
+    raw_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="days a quarantined line holding personal fields is kept (1..3650)",
+    )
 
 
 class RawDataPolicy(_Strict):

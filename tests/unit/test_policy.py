@@ -29,6 +29,7 @@ def test_shipped_policy_loads_and_is_hashed(name: str) -> None:
     policy = load_policy(path)
     assert policy.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert policy.privacy.k_anonymity >= 5
+    assert policy.privacy.raw_retention_days == 30
     assert policy.warnings == []
     assert set(policy.required_gates) >= set(MANDATORY_GATES)
     assert policy.severity("raw_products.product_id_unique") == "error"
@@ -247,6 +248,18 @@ def test_a_required_approval_needs_an_approver(tmp_path: Path, approval: str, me
         (
             "privacy:\n  k_anonymity: 10000001",
             "privacy.k_anonymity: Input should be less than or equal to 1000000",
+        ),
+        (
+            "privacy:\n  raw_retention_days: 0",
+            "privacy.raw_retention_days: Input should be greater than or equal to 1",
+        ),
+        (
+            "privacy:\n  raw_retention_days: 3651",
+            "privacy.raw_retention_days: Input should be less than or equal to 3650",
+        ),
+        (
+            "privacy:\n  raw_retention_days: '30'",
+            "privacy.raw_retention_days: Input should be a valid integer",
         ),
         ("owners: ['']", "owners.0: must be a non-empty name"),
     ],

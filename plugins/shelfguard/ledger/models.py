@@ -266,3 +266,17 @@ class ChainEntry(Base):
     prev_hash: Mapped[str] = mapped_column(sa.String())
     row_hash: Mapped[str] = mapped_column(sa.String())
     recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class RetentionPurge(Base):
+    """Personal data deleted from the warehouse once its retention ended (policy
+    ``privacy.raw_retention_days``): which table, how many rows, older than what."""
+
+    __tablename__ = "retention_purges"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    table_name: Mapped[str] = mapped_column(sa.String())
+    rows: Mapped[int] = mapped_column(sa.BigInteger())
+    cutoff: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    run_id: Mapped[str | None] = mapped_column(sa.ForeignKey("runs.run_id"), index=True)

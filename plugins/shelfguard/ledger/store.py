@@ -56,6 +56,7 @@ from shelfguard.ledger.models import (
     GateResult,
     IngestFile,
     PolicyVersion,
+    RetentionPurge,
     Run,
     Snapshot,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerTampered",
+    "RetentionPurgeRecord",
     "RunRecord",
     "SnapshotRecord",
     "VerifyReport",
@@ -316,6 +318,18 @@ class SnapshotRecord:
     published_at: datetime
 
 
+@dataclass(frozen=True)
+class RetentionPurgeRecord:
+    """Personal data deleted once its retention ended: rows of one table older than cutoff."""
+
+    id: int
+    purged_at: datetime
+    table_name: str
+    rows: int
+    cutoff: datetime
+    run_id: str | None
+
+
 def alembic_config() -> Config:
     """Alembic configuration for the ledger migrations, built in code (no alembic.ini).
 
@@ -492,6 +506,17 @@ def _batch_record(row: Batch, events: Sequence[BatchEvent] = ()) -> BatchRecord:
             )
             for e in events
         ],
+    )
+
+
+def _retention_record(row: RetentionPurge) -> RetentionPurgeRecord:
+    return RetentionPurgeRecord(
+        id=row.id,
+        purged_at=_utc(row.purged_at),
+        table_name=row.table_name,
+        rows=int(row.rows),
+        cutoff=_utc(row.cutoff),
+        run_id=row.run_id,
     )
 
 
@@ -946,6 +971,38 @@ class Ledger:
                     IngestFile.table_name == table_name, IngestFile.sha256 == sha256
                 )
             )
+
+    # retention
+
+    def record_retention_purge(
+        self, table_name: str, rows: int, cutoff: datetime, *, run_id: str | None = None
+    ) -> RetentionPurgeRecord:
+        """Record that ``rows`` rows of ``table_name`` older than ``cutoff`` were deleted."""
+        if rows < 0:
+            raise LedgerError(f"{table_name}: a purge of {rows} rows")
+        if cutoff.tzinfo is None:
+            raise LedgerError(f"{table_name}: the purge cutoff must be timezone-aware")
+        with self._writing() as session:
+            if run_id is not None:
+                self._require_run(session, run_id)
+            row = RetentionPurge(
+                purged_at=_now(),
+                table_name=table_name,
+                rows=rows,
+                cutoff=_utc(cutoff),
+                run_id=run_id,
+            )
+            session.add(row)
+            session.flush()
+            return _retention_record(row)
+
+    def retention_purges(self, *, run_id: str | None = None) -> list[RetentionPurgeRecord]:
+        """Recorded purges, optionally of one run, oldest first."""
+        query = sa.select(RetentionPurge).order_by(RetentionPurge.id)
+        if run_id is not None:
+            query = query.where(RetentionPurge.run_id == run_id)
+        with self._reading() as session:
+            return [_retention_record(row) for row in session.scalars(query)]
 
     # batches (write-audit-publish)
 
