@@ -152,6 +152,7 @@ def print_manifest(manifest: dict[str, Any]) -> None:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.ingest import IngestError, ingest
+    from shelfguard.pseudonyms import PseudonymKeyError
     from shelfguard.publication import land
 
     settings.ensure_dirs()
@@ -163,6 +164,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         land(settings, ledger, manifest.batch_id, manifest.to_dict()["files"])
     except IngestError as exc:
         raise UsageError(f"ingest refused: {exc}") from exc
+    except PseudonymKeyError as exc:
+        raise UsageError(f"ingest cannot pseudonymise: {exc}") from exc
     finally:
         ledger.dispose()
     if args.json:

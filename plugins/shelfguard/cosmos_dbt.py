@@ -126,7 +126,8 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
         ),
         operator_args={
             "install_deps": False,
-            # Secrets (pseudonym key, passwords) stay in the workers' environment, never in task args.
+            # The database password stays in the workers' environment, never in task args;
+            # the pseudonymisation key is blanked, so dbt never inherits it from the worker.
             "env": dbt_env(settings, secrets=False),
             # Known at run time only, never read while parsing the DAG: the pinned policy's
             # k, the batch this build is a candidate for (staging reads it besides the
@@ -137,8 +138,8 @@ def dbt_task_group(group_id: str = "dbt") -> Any:
                 MARTS_SCHEMA_XCOM: _pull("start", MARTS_SCHEMA_XCOM),
             },
             "callback": record_dbt_results,
-            # Compiled staging SQL carries the pseudonymisation key; it must not be kept in
-            # Airflow's metadata database or shown in the UI.
+            # The compiled SQL is dbt's to keep (its target folder); the metadata database
+            # holds no copy of it.
             "should_store_compiled_sql": False,
             "retries": 0,
         },

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,9 +30,9 @@ from typing import Any
 
 from shelfguard.config import Settings, project_root
 from shelfguard.policy import Policy
+from shelfguard.pseudonyms import PSEUDONYM_KEY_VAR
 
 PROJECT_DIRNAME = "dbt_project"
-PSEUDONYM_KEY_VAR = "SHELFGUARD_PSEUDONYM_KEY"
 # dbt scrubs variables with this prefix from its logs and artifacts.
 PASSWORD_VAR = "DBT_ENV_SECRET_SHELFGUARD_PG_PASSWORD"
 
@@ -173,7 +174,6 @@ def _postgres_env(warehouse_url: str) -> dict[str, str]:
 def dbt_env(
     settings: Settings,
     policy: Policy | None = None,
-    environ: Mapping[str, str] | None = None,
     *,
     secrets: bool = True,
 ) -> dict[str, str]:
@@ -181,17 +181,19 @@ def dbt_env(
 
     The warehouse connection comes from ``settings.warehouse_url`` (``SHELFGUARD_DUCKDB_PATH``
     for DuckDB, ``SHELFGUARD_PG_*`` for PostgreSQL: host, port, user, password, database;
-    options in the URL's query string are not passed on); ``profiles.yml`` reads them. The
-    pseudonymisation key is passed through from ``environ`` (default: ``os.environ``) when
-    set; without it staging falls back to a development key. With a ``policy``, its sha256
-    is added, and dbt tags every statement it sends with it.
+    options in the URL's query string are not passed on); ``profiles.yml`` reads them. With
+    a ``policy``, its sha256 is added, and dbt tags every statement it sends with it.
 
-    ``secrets=False`` leaves out the pseudonymisation key and the database password, for
-    an environment that is stored or displayed (Airflow operator arguments are serialised
-    into the metadata database and shown in the UI); the dbt process must then find them
-    in its own environment (``SHELFGUARD_PSEUDONYM_KEY``, ``DBT_ENV_SECRET_SHELFGUARD_PG_PASSWORD``).
+    The pseudonymisation key is never given to dbt: ingest pseudonymises, and dbt reads
+    the pseudonyms. A dbt process that Cosmos starts inherits the worker's environment,
+    where the key is (ingest needs it), so the key's variable is set empty here: its
+    value reaches neither dbt's environment nor its logs or partial-parse file.
+
+    ``secrets=False`` leaves out the database password, for an environment that is stored
+    or displayed (Airflow operator arguments are serialised into the metadata database
+    and shown in the UI); the dbt process must then find it in its own environment
+    (``DBT_ENV_SECRET_SHELFGUARD_PG_PASSWORD``).
     """
-    environ = os.environ if environ is None else environ
     target = dbt_target(settings)
     env = {
         "DBT_PROFILES_DIR": str(project_dir()),
@@ -201,11 +203,8 @@ def dbt_env(
         env["SHELFGUARD_DUCKDB_PATH"] = str(settings.duckdb_path)
     else:
         env.update(_postgres_env(settings.warehouse_url))
-    key = environ.get(PSEUDONYM_KEY_VAR)
-    if key:
-        env[PSEUDONYM_KEY_VAR] = key
+    env[PSEUDONYM_KEY_VAR] = ""
     if not secrets:
-        env.pop(PSEUDONYM_KEY_VAR, None)
         env.pop(PASSWORD_VAR, None)
     if policy is not None and policy.sha256:
         env["SHELFGUARD_POLICY_SHA256"] = policy.sha256
@@ -218,12 +217,10 @@ def dbt_vars(policy: Policy) -> dict[str, Any]:
 
 
 def _run_dbt(
-    args: Sequence[str],
-    env: Mapping[str, str],
-    timeout: float | None,
-    without: Sequence[str] = (),
+    args: Sequence[str], env: Mapping[str, str], timeout: float | None
 ) -> subprocess.CompletedProcess[str]:
-    process_env = {k: v for k, v in {**os.environ, **env}.items() if k not in without}
+    # The pseudonymisation key is not dbt's: it is left out of the environment altogether.
+    process_env = {k: v for k, v in {**os.environ, **env}.items() if k != PSEUDONYM_KEY_VAR}
     command = [sys.executable, "-c", _DBT_MAIN, *args]
     try:
         return subprocess.run(
@@ -243,6 +240,22 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner may enter (0700), created if missing.
+
+    dbt's target and log folders hold compiled SQL, run results and logs of the
+    warehouse's data: they live under the shelfguard home, never in a shared temp folder.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # mkdir's mode is masked by the umask, and the folder may be older
+    return path
+
+
+def dbt_dir(settings: Settings) -> Path:
+    """``$SHELFGUARD_HOME/dbt``: dbt's target and log folders, private to the home's owner."""
+    return private_dir(settings.home / "dbt")
+
+
 def _common_flags(target_path: Path, log_path: Path) -> list[str]:
     return [
         "--project-dir",
@@ -257,21 +270,26 @@ def _common_flags(target_path: Path, log_path: Path) -> list[str]:
 
 
 def parse_project(settings: Settings, timeout: float | None = 600) -> Path:
-    """Run ``dbt parse`` and return the path of the ``target/manifest.json`` it wrote.
+    """Run ``dbt parse`` and return the path of the ``target/manifest.json`` Cosmos reads.
 
     Parsing connects to no database (for either target); it only needs the environment
-    ``profiles.yml`` reads. The pseudonymisation key is withheld: parsing does not need
-    it, and dbt would store its value in ``target/partial_parse.msgpack`` in the checkout.
-    Raises :class:`DbtError` when the project does not parse.
+    ``profiles.yml`` reads. dbt parses into ``$SHELFGUARD_HOME/dbt/parse`` (its
+    partial-parse file and logs stay there, private to the home's owner); the manifest
+    alone is copied to the checkout's ``target/``. Raises :class:`DbtError` when the
+    project does not parse.
     """
-    target_path = manifest_path().parent
-    args = ["parse", *_common_flags(target_path, project_dir() / "logs")]
-    completed = _run_dbt(args, dbt_env(settings), timeout, without=[PSEUDONYM_KEY_VAR])
-    if completed.returncode != 0 or not manifest_path().is_file():
+    work = private_dir(dbt_dir(settings) / "parse")
+    target_path, written = work / "target", work / "target" / "manifest.json"
+    written.unlink(missing_ok=True)
+    args = ["parse", *_common_flags(target_path, work / "logs")]
+    completed = _run_dbt(args, dbt_env(settings), timeout)
+    if completed.returncode != 0 or not written.is_file():
         raise DbtError(
             f"dbt parse failed (exit {completed.returncode}):\n"
             f"{_tail(completed.stdout + completed.stderr)}"
         )
+    manifest_path().parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(written, manifest_path())
     return manifest_path()
 
 
@@ -343,12 +361,10 @@ def build(
 
     ``select`` is a dbt selection (``"marts"``, ``["+dim_products"]``); default: the whole
     project. Artifacts go to ``target_path`` (default ``$SHELFGUARD_HOME/dbt/target``,
-    not the checkout, so that concurrent runs and Cosmos' manifest do not collide). dbt
-    renders the pseudonymisation key into the SQL it compiles, so the artifacts and logs
-    there (``compiled/``, ``run/``, ``manifest.json``, ``run_results.json``, ``dbt.log``)
-    hold it: keep that folder private. Failed models and tests are reported in the
-    result (``success`` False); :class:`DbtError` is raised only when dbt could not run
-    at all.
+    not the checkout, so that concurrent runs and Cosmos' manifest do not collide), logs
+    to the folder beside it; both are private to the home's owner (0700). Failed models
+    and tests are reported in the result (``success`` False); :class:`DbtError` is raised
+    only when dbt could not run at all.
 
     Staging reads the raw files of published batches only (write-audit-publish); a
     ``candidate_batch`` is read besides them, and ``marts_schema`` (a
@@ -356,8 +372,8 @@ def build(
     """
     from shelfguard.publication import dbt_vars as publication_vars
 
-    target_path = target_path or settings.home / "dbt" / "target"
-    target_path.mkdir(parents=True, exist_ok=True)
+    target_path = private_dir(target_path or dbt_dir(settings) / "target")
+    private_dir(target_path.parent / "logs")
     run_results_path = target_path / "run_results.json"
     run_results_path.unlink(missing_ok=True)
     args = [

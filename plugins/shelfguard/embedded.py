@@ -40,6 +40,8 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{settings.airflow_home / 'airflow.db'}",
             # A governance product makes no outside calls.
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            # Cosmos keeps dbt's partial-parse cache here rather than in the shared temp folder.
+            "AIRFLOW__COSMOS__CACHE_DIR": str(cosmos_cache_dir(settings)),
             "SCARF_ANALYTICS": "false",
             "DO_NOT_TRACK": "1",
             "HF_HUB_OFFLINE": "1",
@@ -52,6 +54,12 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
         }
     )
     return env
+
+
+def cosmos_cache_dir(settings: Settings) -> Path:
+    """Where Cosmos caches dbt's partial-parse file between tasks: under the home's
+    private dbt folder (``$SHELFGUARD_HOME/dbt/cosmos``)."""
+    return settings.home / "dbt" / "cosmos"
 
 
 def _airflow_bin() -> str:
@@ -142,6 +150,9 @@ def run_dag(
         )
     ensure_airflow_db(settings)
     ensure_dbt_manifest(settings)
+    from shelfguard.dbt import private_dir
+
+    private_dir(cosmos_cache_dir(settings))
     request_id = uuid.uuid4().hex
     payload = {**(conf or {}), "request_id": request_id}
     log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"

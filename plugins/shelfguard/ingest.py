@@ -71,12 +71,14 @@ loads them again, replacing the rows of the same file content (matched on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -84,7 +86,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from shelfguard.ledger import IngestFileRecord, Ledger
+from shelfguard.config import load_settings
+from shelfguard.ledger import IngestFileRecord, Ledger, RetentionPurgeRecord
+from shelfguard.pseudonyms import load_key, pseudonym
 
 Progress = Callable[[str, int, int], None]
 
@@ -108,6 +112,23 @@ class FileSpec:
     table: str
     columns: dict[str, str]
     required: bool
+    #: Personal columns: read and checked like the others, never stored in ``raw.*``.
+    personal: tuple[str, ...] = ()
+    #: (stored column, personal column): the stored column holds the personal one's
+    #: pseudonym (:func:`shelfguard.pseudonyms.pseudonym`), in its place.
+    pseudonyms: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def stored_columns(self) -> dict[str, str]:
+        """The data columns of ``raw.<table>``: the file's, pseudonyms in place of personal ones."""
+        replaced = {source: stored for stored, source in self.pseudonyms}
+        stored: dict[str, str] = {}
+        for name, sql_type in self.columns.items():
+            if name in replaced:
+                stored[replaced[name]] = "VARCHAR"
+            elif name not in self.personal:
+                stored[name] = sql_type
+        return stored
 
 
 _PRODUCT_COLUMNS = {
@@ -157,6 +178,8 @@ SPECS: tuple[FileSpec, ...] = (
             "purchased": "SMALLINT",
         },
         required=False,
+        personal=("user_id", "user_email"),
+        pseudonyms=(("user_key", "user_id"),),
     ),
     FileSpec(
         "catalog_changes",
@@ -423,7 +446,7 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     con.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
     for spec in SPECS:
-        cols = ", ".join(f'"{name}" {sql_type}' for name, sql_type in spec.columns.items())
+        cols = ", ".join(f'"{name}" {sql_type}' for name, sql_type in spec.stored_columns.items())
         con.execute(
             f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, _line_number BIGINT, "
             "_batch_id VARCHAR, _file_sha256 VARCHAR, _ingested_at TIMESTAMP WITH TIME ZONE)"
@@ -434,6 +457,108 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             "reason VARCHAR, detail VARCHAR, original_line BLOB, "
             "quarantined_at TIMESTAMP WITH TIME ZONE)"
         )
+
+
+# --------------------------------------------------------------------------------------
+# Pseudonyms: personal columns are replaced by keyed hashes before anything is stored
+# --------------------------------------------------------------------------------------
+
+KeySource = Callable[[], bytes]
+_RAW_META_SQL = "t._line_number, t._batch_id, t._file_sha256, t._ingested_at"
+
+
+def _pseudonym_relation(stored: str) -> str:
+    return f"_pseudonyms_{stored}"
+
+
+def _pseudonym_table(values: Sequence[str], key: bytes) -> pa.Table:
+    """``value -> pseudonym`` for every distinct value: the key stays in this process."""
+    return pa.table(
+        {
+            "value": pa.array(values, pa.string()),
+            "pseudonym": pa.array([pseudonym(key, value) for value in values], pa.string()),
+        }
+    )
+
+
+def _stored_select(spec: FileSpec) -> tuple[str, str]:
+    """The stored columns as a select list over the rows aliased ``t``, and the joins
+    it needs: each pseudonym is looked up in its ``value -> pseudonym`` relation."""
+    replaced = {source: stored for stored, source in spec.pseudonyms}
+    select, joins = [], []
+    for name in spec.columns:
+        if name in replaced:
+            relation = _pseudonym_relation(replaced[name])
+            select.append(f'{relation}.pseudonym AS "{replaced[name]}"')
+            joins.append(f'LEFT JOIN {relation} ON {relation}.value = t."{name}"')
+        elif name not in spec.personal:
+            select.append(f't."{name}"')
+    return ", ".join(select), " ".join(joins)
+
+
+def _register_pseudonyms(
+    con: duckdb.DuckDBPyConnection, spec: FileSpec, relation: str, key: KeySource
+) -> None:
+    """Register the ``value -> pseudonym`` relations :func:`_stored_select` joins, for the
+    values of ``relation`` (a table or a parenthesised query)."""
+    for stored, source in spec.pseudonyms:
+        values = con.execute(
+            f'SELECT DISTINCT "{source}" FROM {relation} AS t WHERE "{source}" IS NOT NULL'
+        ).fetchall()
+        con.register(_pseudonym_relation(stored), _pseudonym_table([v for (v,) in values], key()))
+
+
+def _unregister_pseudonyms(con: duckdb.DuckDBPyConnection, spec: FileSpec) -> None:
+    for stored, _ in spec.pseudonyms:
+        con.unregister(_pseudonym_relation(stored))
+
+
+def _clear_columns(spec: FileSpec, existing: Sequence[str]) -> list[str]:
+    return [name for name in spec.personal if name in existing]
+
+
+def _migrate_duckdb(con: duckdb.DuckDBPyConnection, key: KeySource) -> None:
+    """Pseudonymise, in place, a ``raw.*`` table an older release stored personal columns in.
+
+    The table is rebuilt without them (inside one transaction), and the views that read
+    it are dropped: they were built from the clear columns (the staging view by a release
+    that hashed in SQL, with its key in the view's text); dbt builds them again.
+    """
+    for spec in SPECS:
+        existing = [
+            str(name)
+            for (name,) in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'raw' AND table_name = ?",
+                [spec.table],
+            ).fetchall()
+        ]
+        if not _clear_columns(spec, existing):
+            continue
+        _register_pseudonyms(con, spec, f"raw.{spec.table}", key)
+        select, joins = _stored_select(spec)
+        views = con.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal AND sql ILIKE ?",
+            [f"%{spec.table}%"],
+        ).fetchall()
+        rebuilt = f"_{spec.table}_pseudonymised"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"CREATE TABLE raw.{rebuilt} AS SELECT {select}, {_RAW_META_SQL} "
+                f"FROM raw.{spec.table} AS t {joins}"
+            )
+            con.execute(f"DROP TABLE raw.{spec.table}")
+            con.execute(f"ALTER TABLE raw.{rebuilt} RENAME TO {spec.table}")
+            for schema, view in views:
+                con.execute(f'DROP VIEW IF EXISTS "{schema}"."{view}"')
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            _unregister_pseudonyms(con, spec)
+        con.execute("CHECKPOINT")
 
 
 def _read_csv_sql(item: _Scanned, path: Path, rejects: str) -> str:
@@ -733,7 +858,9 @@ def _file_manifest(parsed: _Parsed) -> FileManifest:
     )
 
 
-def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) -> FileManifest:
+def _write_file(
+    con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str, key: KeySource
+) -> FileManifest:
     """Replace this file's rows in ``raw.*`` and ``quarantine.*`` (inside the batch transaction)."""
     item = parsed.item
     spec = item.spec
@@ -744,15 +871,19 @@ def _write_file(con: duckdb.DuckDBPyConnection, parsed: _Parsed, batch_id: str) 
         ),
     )
     _register_quarantined(con, parsed)
+    _register_pseudonyms(con, spec, parsed.temp_table, key)
     con.execute(f"DELETE FROM raw.{spec.table} WHERE _file_sha256 = ?", [item.sha256])
     con.execute(f"DELETE FROM quarantine.{spec.table} WHERE file_sha256 = ?", [item.sha256])
-    cols = ", ".join(f'"{name}"' for name in spec.columns)
+    cols = ", ".join(f'"{name}"' for name in spec.stored_columns)
+    select, joins = _stored_select(spec)
     con.execute(
         f"INSERT INTO raw.{spec.table} ({cols}, _line_number, _batch_id, _file_sha256, _ingested_at) "
-        f"SELECT {cols}, l._line_number, ?, ?, now() "
-        f"FROM (SELECT *, rowid AS _idx FROM {parsed.temp_table}) AS t JOIN _lines AS l USING (_idx)",
+        f"SELECT {select}, l._line_number, ?, ?, now() "
+        f"FROM (SELECT *, rowid AS _idx FROM {parsed.temp_table}) AS t JOIN _lines AS l USING (_idx) "
+        f"{joins}",
         [batch_id, item.sha256],
     )
+    _unregister_pseudonyms(con, spec)
     con.execute(
         f"INSERT INTO quarantine.{spec.table} SELECT ?, ?, ?, line_number, reason, detail, "
         "original_line, now() FROM _quarantined",
@@ -788,13 +919,18 @@ def batch_id_for(items: Sequence[_Scanned]) -> str:
 
 
 def _load_duckdb(
-    duckdb_path: Path, todo: Sequence[_Scanned], batch_id: str, progress: Progress | None
+    duckdb_path: Path,
+    todo: Sequence[_Scanned],
+    batch_id: str,
+    progress: Progress | None,
+    key: KeySource,
 ) -> dict[str, FileManifest]:
     """Parse and load into the DuckDB file: ONE transaction for the whole batch."""
     loaded: dict[str, FileManifest] = {}
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(duckdb_path))
     try:
+        _migrate_duckdb(con, key)
         _ensure_tables(con)
         parsed = []
         for number, item in enumerate(todo, start=1):
@@ -804,7 +940,7 @@ def _load_duckdb(
         con.execute("BEGIN TRANSACTION")
         try:
             for result in parsed:
-                loaded[result.item.spec.table] = _write_file(con, result, batch_id)
+                loaded[result.item.spec.table] = _write_file(con, result, batch_id, key)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -854,7 +990,7 @@ def pg_table_ddl() -> list[str]:
     statements = ["CREATE SCHEMA IF NOT EXISTS raw", "CREATE SCHEMA IF NOT EXISTS quarantine"]
     quarantine_cols = ", ".join(f"{n} {_pg_type(t)}" for n, t in _QUARANTINE_COLUMNS.items())
     for spec in SPECS:
-        cols = ", ".join(f'"{name}" {_pg_type(t)}' for name, t in spec.columns.items())
+        cols = ", ".join(f'"{name}" {_pg_type(t)}' for name, t in spec.stored_columns.items())
         statements += [
             f"CREATE TABLE IF NOT EXISTS raw.{spec.table} ({cols}, _line_number BIGINT, "
             "_batch_id VARCHAR, _file_sha256 VARCHAR, _ingested_at timestamptz)",
@@ -863,7 +999,50 @@ def pg_table_ddl() -> list[str]:
             f"ON raw.{spec.table} (_file_sha256)",
             f"CREATE TABLE IF NOT EXISTS quarantine.{spec.table} ({quarantine_cols})",
         ]
+        if spec.personal:
+            # Quarantine keeps a rejected line's original bytes, personal fields included:
+            # only the warehouse's owner reads them, until the retention purge deletes them.
+            statements.append(f"REVOKE ALL ON quarantine.{spec.table} FROM PUBLIC")
     return statements
+
+
+def _pg_migrate(cur: Any, key: KeySource) -> None:
+    """:func:`_migrate_duckdb` on PostgreSQL: rebuild a ``raw.*`` table an older release
+    stored personal columns in, in the batch's transaction. The views reading it (the
+    staging view, built from the clear columns) are dropped with it; dbt builds them again."""
+    from psycopg2.extras import execute_values
+
+    for spec in SPECS:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'raw' AND table_name = %s",
+            [spec.table],
+        )
+        if not _clear_columns(spec, [str(name) for (name,) in cur.fetchall()]):
+            continue
+        for stored, source in spec.pseudonyms:
+            relation = _pseudonym_relation(stored)
+            cur.execute(
+                f'SELECT DISTINCT "{source}" FROM raw.{spec.table} WHERE "{source}" IS NOT NULL'
+            )
+            values = [str(value) for (value,) in cur.fetchall()]
+            cur.execute(
+                f"CREATE TEMP TABLE {relation} (value text PRIMARY KEY, pseudonym text) "
+                "ON COMMIT DROP"
+            )
+            execute_values(
+                cur,
+                f"INSERT INTO {relation} (value, pseudonym) VALUES %s",
+                [(value, pseudonym(key(), value)) for value in values],
+            )
+        select, joins = _stored_select(spec)
+        rebuilt = f"_{spec.table}_pseudonymised"
+        cur.execute(
+            f"CREATE TABLE raw.{rebuilt} AS SELECT {select}, {_RAW_META_SQL} "
+            f"FROM raw.{spec.table} AS t {joins}"
+        )
+        cur.execute(f"DROP TABLE raw.{spec.table} CASCADE")
+        cur.execute(f"ALTER TABLE raw.{rebuilt} RENAME TO {spec.table}")
 
 
 def pg_connect(url: str) -> Any:
@@ -902,19 +1081,23 @@ def _pg_write_file(
     batch_id: str,
     ingested_at: str,
     workdir: Path,
+    key: KeySource,
 ) -> FileManifest:
     """Replace this file's rows in PostgreSQL (inside the batch transaction) with COPY."""
     spec, item = parsed.item.spec, parsed.item
     rows_sql = _numbered_rows(con, parsed)
     _register_quarantined(con, parsed)
-    cols = ", ".join(f'"{name}"' for name in spec.columns)
+    _register_pseudonyms(con, spec, parsed.temp_table, key)
+    cols = ", ".join(f'"{name}"' for name in spec.stored_columns)
+    select, joins = _stored_select(spec)
     raw_csv, quarantine_csv = workdir / f"raw_{spec.table}.csv", workdir / f"q_{spec.table}.csv"
     stamp = _sql_str(ingested_at)
     con.execute(
-        f"COPY (SELECT {cols}, _line_number, {_sql_str(batch_id)}, {_sql_str(item.sha256)}, "
-        f"{stamp} FROM {rows_sql} ORDER BY _line_number) "
+        f"COPY (SELECT {select}, t._line_number, {_sql_str(batch_id)}, {_sql_str(item.sha256)}, "
+        f"{stamp} FROM {rows_sql} AS t {joins} ORDER BY t._line_number) "
         f"TO {_sql_str(str(raw_csv))} (FORMAT csv, HEADER false)"
     )
+    _unregister_pseudonyms(con, spec)
     con.execute(
         f"COPY (SELECT {_sql_str(batch_id)}, {_sql_str(item.path.name)}, {_sql_str(item.sha256)}, "
         "line_number, reason, replace(detail, chr(0), '\\0'), '\\x' || hex(original_line), "
@@ -948,7 +1131,11 @@ def _pg_write_file(
 
 
 def _load_postgres(
-    url: str, todo: Sequence[_Scanned], batch_id: str, progress: Progress | None
+    url: str,
+    todo: Sequence[_Scanned],
+    batch_id: str,
+    progress: Progress | None,
+    key: KeySource,
 ) -> dict[str, FileManifest]:
     """Parse in an in-memory DuckDB, then COPY into PostgreSQL: ONE transaction for the batch."""
     loaded: dict[str, FileManifest] = {}
@@ -966,6 +1153,8 @@ def _load_postgres(
             try:
                 with pg.cursor() as cur:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
+                    cur.execute("CREATE SCHEMA IF NOT EXISTS raw")
+                    _pg_migrate(cur, key)
                     for statement in pg_table_ddl():
                         cur.execute(statement)
                     cur.execute("SELECT now()::text")
@@ -978,7 +1167,7 @@ def _load_postgres(
                                 len(parsed),
                             )
                         loaded[result.item.spec.table] = _pg_write_file(
-                            con, cur, result, batch_id, ingested_at, workdir
+                            con, cur, result, batch_id, ingested_at, workdir, key
                         )
                 pg.commit()
             except BaseException:
@@ -1007,6 +1196,18 @@ def _warehouse_kind(warehouse: Path | str) -> tuple[str, Path | str]:
     )
 
 
+def _key_source(kind: str, pseudonym_key: bytes | None) -> KeySource:
+    """The key, read from its secret store the first time a personal column needs it."""
+    if pseudonym_key is not None:
+        return lambda: pseudonym_key
+
+    @functools.cache
+    def key() -> bytes:
+        return load_key(kind, load_settings().home)
+
+    return key
+
+
 def ingest(
     source: Path,
     warehouse: Path | str,
@@ -1014,15 +1215,21 @@ def ingest(
     *,
     run_id: str | None = None,
     progress: Progress | None = None,
+    pseudonym_key: bytes | None = None,
 ) -> IngestManifest:
     """Load the WANDS-layout files in ``source`` into the warehouse and record the batch.
 
     ``warehouse`` is the DuckDB file (a :class:`~pathlib.Path`) or a warehouse URL, as
     in ``SHELFGUARD_WAREHOUSE_URL``: ``duckdb:///PATH`` or ``postgresql[+psycopg2]://...``
-    (pass ``settings.warehouse_url``). Raises :class:`IngestError` on a file-level
-    problem; nothing is written then.
+    (pass ``settings.warehouse_url``). Personal columns are stored as their pseudonyms
+    under ``pseudonym_key`` (default: :func:`shelfguard.pseudonyms.load_key`, read only
+    when a file has personal columns), and a ``raw.*`` table an older release stored
+    them in is pseudonymised in place. Raises :class:`IngestError` on a file-level
+    problem (nothing is written then), :class:`~shelfguard.pseudonyms.PseudonymKeyError`
+    when personal data is to be stored and there is no usable key.
     """
     kind, target = _warehouse_kind(warehouse)
+    key = _key_source(kind, pseudonym_key)
     source = source.resolve()
     items = discover(source)
     for number, item in enumerate(items, start=1):
@@ -1037,11 +1244,13 @@ def ingest(
     }
     todo = [item for item in items if known[item.spec.table] is None]
 
+    # Even with nothing new to load, the warehouse is opened: an older release's personal
+    # columns are pseudonymised on the next ingest, whatever it brings.
     loaded: dict[str, FileManifest] = {}
-    if todo and kind == "postgresql":
-        loaded = _load_postgres(str(target), todo, batch_id, progress)
-    elif todo:
-        loaded = _load_duckdb(Path(target), todo, batch_id, progress)
+    if kind == "postgresql":
+        loaded = _load_postgres(str(target), todo, batch_id, progress, key)
+    elif todo or Path(target).exists():
+        loaded = _load_duckdb(Path(target), todo, batch_id, progress, key)
     # The warehouse has committed: only now does the ledger learn of the batch.
     if progress:
         progress("recording manifest", len(items), len(items))
@@ -1072,3 +1281,87 @@ def ingest(
         )
         files.append(manifest)
     return IngestManifest(batch_id=batch_id, source=str(source), files=files)
+
+
+# --------------------------------------------------------------------------------------
+# Retention of quarantined personal data
+# --------------------------------------------------------------------------------------
+
+
+def _purge_duckdb(path: Path, tables: Sequence[str], cutoff: datetime) -> dict[str, int]:
+    if not path.exists():
+        return {}
+    purged = {}
+    con = duckdb.connect(str(path))
+    try:
+        present = {
+            str(name)
+            for (name,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine'"
+            ).fetchall()
+        }
+        con.execute("BEGIN TRANSACTION")
+        for table in (t for t in tables if t in present):
+            (deleted,) = con.execute(
+                f"DELETE FROM quarantine.{table} WHERE quarantined_at < ?", [cutoff]
+            ).fetchone() or (0,)
+            purged[table] = int(deleted)
+        con.execute("COMMIT")
+        if any(purged.values()):
+            con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return purged
+
+
+def _purge_postgres(url: str, tables: Sequence[str], cutoff: datetime) -> dict[str, int]:
+    purged = {}
+    pg = pg_connect(url)
+    try:
+        with pg.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
+            for table in tables:
+                cur.execute("SELECT to_regclass(%s)", [f"quarantine.{table}"])
+                if (cur.fetchone() or (None,))[0] is None:
+                    continue
+                cur.execute(f"DELETE FROM quarantine.{table} WHERE quarantined_at < %s", [cutoff])
+                purged[table] = int(cur.rowcount)
+        pg.commit()
+    except BaseException:
+        pg.rollback()
+        raise
+    finally:
+        pg.close()
+    return purged
+
+
+def purge_expired_quarantine(
+    warehouse: Path | str,
+    ledger: Ledger,
+    retention_days: int,
+    *,
+    run_id: str | None = None,
+    now: datetime | None = None,
+) -> list[RetentionPurgeRecord]:
+    """Delete quarantined lines holding personal fields once ``retention_days`` old.
+
+    Quarantine keeps a rejected line's original bytes (invariant 4), and a search-log
+    line's bytes hold a user id and an e-mail address in clear: they are kept for the
+    policy's ``privacy.raw_retention_days``, then deleted. Each table's purge that deleted
+    rows is recorded in the ledger (after the warehouse committed, as ingest does); a
+    purge that finds nothing records nothing, so running it again changes nothing.
+    """
+    if retention_days < 1:
+        raise ValueError(f"retention_days must be at least 1, not {retention_days}")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    kind, target = _warehouse_kind(warehouse)
+    tables = [spec.table for spec in SPECS if spec.personal]
+    if kind == "postgresql":
+        purged = _purge_postgres(str(target), tables, cutoff)
+    else:
+        purged = _purge_duckdb(Path(target), tables, cutoff)
+    return [
+        ledger.record_retention_purge(f"quarantine.{table}", rows, cutoff, run_id=run_id)
+        for table, rows in purged.items()
+        if rows
+    ]

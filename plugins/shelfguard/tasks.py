@@ -114,13 +114,19 @@ def source_dir(context: Mapping[str, Any], settings: Settings) -> Path:
 
 
 def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Load the source folder into ``raw.*`` and record the manifest and the ``ingest`` gate."""
-    from shelfguard.ingest import IngestError
+    """Purge quarantined personal data past its retention, then load the source folder
+    into ``raw.*`` and record the manifest and the ``ingest`` gate."""
+    from shelfguard.ingest import IngestError, purge_expired_quarantine
     from shelfguard.ingest import ingest as run_ingest
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
     ledger = open_ledger(settings.ledger_url)
+    policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
+    # First, so that a refused batch does not keep expired personal data any longer.
+    purge_expired_quarantine(
+        settings.warehouse_url, ledger, policy.privacy.raw_retention_days, run_id=run_id
+    )
     source = source_dir(context, settings)
     try:
         manifest = run_ingest(source, settings.warehouse_url, ledger, run_id=run_id)

@@ -34,6 +34,10 @@ class BuiltWarehouse:
         return query(self.settings, sql)
 
 
+#: The pseudonymisation key of the dbt tests' warehouses (DuckDB and PostgreSQL alike).
+TEST_PSEUDONYM_KEY = b"dbt-tests-pseudonym-key-32-bytes"
+
+
 def make_settings(home: Path, env: Mapping[str, str] | None = None) -> Settings:
     """Settings for an isolated home, independent of the process environment."""
     settings = load_settings({"SHELFGUARD_HOME": str(home), **(env or {})})
@@ -51,7 +55,7 @@ def ingest_folder(source: Path, settings: Settings, *, published: bool = True) -
     ledger = Ledger(settings.ledger_url)
     try:
         ledger.migrate()
-        manifest = ingest(source, settings.duckdb_path, ledger)
+        manifest = ingest(source, settings.duckdb_path, ledger, pseudonym_key=TEST_PSEUDONYM_KEY)
     finally:
         ledger.dispose()
     register_batch(settings, manifest.batch_id, [(f.table, f.sha256) for f in manifest.files])

@@ -12,7 +12,7 @@ import pytest
 from dbt_support import BuiltWarehouse, copy_warehouse, ingest_folder, query
 
 from shelfguard.dbt import build
-from shelfguard.generator import generate
+from shelfguard.generator import GenerateResult, generate
 from shelfguard.policy import Policy
 
 MARTS = (
@@ -109,23 +109,23 @@ def test_text_to_embed_and_content_hash(duckdb_warehouse: BuiltWarehouse) -> Non
         assert content_hash == expected
 
 
-def test_training_pairs_respect_k_anonymity_against_raw_users(
-    duckdb_warehouse: BuiltWarehouse, policy: Policy
+def test_training_pairs_respect_k_anonymity_against_the_files_users(
+    duckdb_warehouse: BuiltWarehouse, clean_data: GenerateResult, policy: Policy
 ) -> None:
-    # Recomputed from the raw user ids, independently of the pseudonymisation.
-    below_k = duckdb_warehouse.rows(
-        f"""
-        with users as (
-            select lower(trim(regexp_replace(query, '\\s+', ' ', 'g'))) as query,
-                count(distinct user_id) as n_users
-            from raw.search_log group by 1
-        )
-        select count(*) from marts.fct_training_pairs pairs
-        join users using (query)
-        where users.n_users < {policy.privacy.k_anonymity}
-        """
-    )
-    assert below_k == [(0,)]
+    # Recomputed from the user ids of the source file, independently of the pseudonyms.
+    with duckdb.connect() as con:
+        rare = {
+            text
+            for (text,) in con.execute(
+                "select lower(trim(regexp_replace(query, '\\s+', ' ', 'g'))) as query "
+                "from read_csv(?, delim='\t', header=true, quote='', escape='', "
+                "all_varchar=true) group by 1 having count(distinct user_id) < ?",
+                [str(clean_data.files["search_log"]), policy.privacy.k_anonymity],
+            ).fetchall()
+        }
+    assert rare, "the clean data set has queries below k: the filter is exercised"
+    trained = {q for (q,) in duckdb_warehouse.rows("select query from marts.fct_training_pairs")}
+    assert trained.isdisjoint(rare)
     (queries, pairs) = duckdb_warehouse.rows(
         "select count(distinct query), count(*) from marts.fct_training_pairs"
     )[0]

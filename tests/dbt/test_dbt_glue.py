@@ -42,11 +42,12 @@ def test_project_layout() -> None:
 
 def test_duckdb_env(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
-    env = dbt_env(settings, environ={})
+    env = dbt_env(settings)
     assert env == {
         "DBT_PROFILES_DIR": str(project_dir()),
         "SHELFGUARD_DBT_TARGET": "duckdb",
         "SHELFGUARD_DUCKDB_PATH": str(settings.duckdb_path),
+        "SHELFGUARD_PSEUDONYM_KEY": "",
     }
 
 
@@ -55,7 +56,7 @@ def test_postgres_env_is_parsed_from_the_warehouse_url(tmp_path: Path) -> None:
         tmp_path / "home",
         {"SHELFGUARD_WAREHOUSE_URL": "postgresql+psycopg2://svc:p%40ss@db.internal:6543/wh"},
     )
-    env = dbt_env(settings, environ={})
+    env = dbt_env(settings)
     assert env["SHELFGUARD_DBT_TARGET"] == "postgres"
     assert env["SHELFGUARD_PG_HOST"] == "db.internal"
     assert env["SHELFGUARD_PG_PORT"] == "6543"
@@ -69,25 +70,29 @@ def test_postgres_env_defaults(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path / "home", {"SHELFGUARD_WAREHOUSE_URL": "postgresql://postgres@localhost/shop"}
     )
-    env = dbt_env(settings, environ={})
+    env = dbt_env(settings)
     assert env["SHELFGUARD_PG_PORT"] == "5432"
     assert PASSWORD_VAR not in env
 
 
-def test_pseudonym_key_and_policy_hash_pass_through(tmp_path: Path) -> None:
+def test_the_pseudonym_key_never_reaches_dbt_and_the_policy_hash_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHELFGUARD_PSEUDONYM_KEY", "s3cret-s3cret-s3cret-s3cret-s3cret")
     settings = make_settings(tmp_path / "home")
     policy = Policy(version=1, sha256="ab" * 32)
-    env = dbt_env(settings, policy, environ={"SHELFGUARD_PSEUDONYM_KEY": "s3cret"})
-    assert env["SHELFGUARD_PSEUDONYM_KEY"] == "s3cret"
+    env = dbt_env(settings, policy)
+    # Empty, so that it also blanks the key a dbt process would inherit from its worker.
+    assert env["SHELFGUARD_PSEUDONYM_KEY"] == ""
     assert env["SHELFGUARD_POLICY_SHA256"] == "ab" * 32
+    assert "s3cret" not in json.dumps(dbt_env(settings, policy, secrets=False))
 
 
 def test_env_without_secrets_for_serialised_operator_arguments(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path / "home", {"SHELFGUARD_WAREHOUSE_URL": "postgresql://svc:pw@db/wh"}
     )
-    env = dbt_env(settings, environ={"SHELFGUARD_PSEUDONYM_KEY": "s3cret"}, secrets=False)
-    assert "SHELFGUARD_PSEUDONYM_KEY" not in env
+    env = dbt_env(settings, secrets=False)
     assert PASSWORD_VAR not in env
     assert env["SHELFGUARD_PG_USER"] == "svc"
 
@@ -116,9 +121,16 @@ def test_parse_needs_no_database_and_keeps_no_key(
     assert {"dim_products", "fct_training_pairs", "fct_golden_judgements"} <= names
     assert len(names) == 14
     assert len(manifest["unit_tests"]) == 7
-    for artifact in path.parent.rglob("*"):
-        if artifact.is_file():
-            assert b"k3y-that-must-not-leak" not in artifact.read_bytes(), artifact
+    # dbt's own target and logs (partial parse included) are under the home, private.
+    work = settings.home / "dbt" / "parse"
+    assert (work / "target" / "partial_parse.msgpack").is_file()
+    for folder in (settings.home / "dbt", work):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert not (project_copy / "logs").exists()
+    for root in (path.parent, settings.home):
+        for artifact in root.rglob("*"):
+            if artifact.is_file():
+                assert b"k3y-that-must-not-leak" not in artifact.read_bytes(), artifact
     # Same project, same target: the manifest Cosmos renders from and the one the build
     # ran hash alike.
     assert manifest_sha256(path) == duckdb_warehouse.result.manifest_sha256

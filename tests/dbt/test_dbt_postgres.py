@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dbt_support import BuiltWarehouse, make_settings
+from dbt_support import TEST_PSEUDONYM_KEY, BuiltWarehouse, make_settings
 
 from shelfguard.dbt import DbtBuildResult, build
 from shelfguard.generator import GenerateResult
@@ -31,7 +31,7 @@ def load_raw(url: str, source: Path, ledger_path: Path) -> tuple[str, dict[str, 
     ledger = Ledger(f"sqlite:///{ledger_path}")
     try:
         ledger.migrate()
-        manifest = ingest(source, url, ledger)
+        manifest = ingest(source, url, ledger, pseudonym_key=TEST_PSEUDONYM_KEY)
     finally:
         ledger.dispose()
     settings = make_settings(ledger_path.parent, {"SHELFGUARD_WAREHOUSE_URL": url})

@@ -44,6 +44,8 @@ ROW_DEFECTS = [
     "orphan_judgements",
     "golden_leak",
 ]
+#: One key for both warehouses, so that their pseudonyms compare equal.
+PSEUDONYM_KEY = b"integration-tests-pseudonym-key!"
 # DuckDB's type names -> PostgreSQL's information_schema.columns.data_type.
 PG_TYPE_NAMES = {
     "BIGINT": "bigint",
@@ -80,7 +82,7 @@ def new_ledger(path: Path) -> Ledger:
 def run_ingest(source: Path, warehouse: Path | str, ledger_path: Path) -> IngestManifest:
     ledger = new_ledger(ledger_path)
     try:
-        return ingest(source, warehouse, ledger)
+        return ingest(source, warehouse, ledger, pseudonym_key=PSEUDONYM_KEY)
     finally:
         ledger.dispose()
 
@@ -129,7 +131,7 @@ def test_postgres_ingest_matches_duckdb_row_for_row(tmp_path: Path, warehouse_ur
                 f"WHERE table_schema = 'raw' AND table_name = '{spec.table}'",
             )
         )
-        expected = {name: PG_TYPE_NAMES[t] for name, t in spec.columns.items()}
+        expected = {name: PG_TYPE_NAMES[t] for name, t in spec.stored_columns.items()}
         expected |= {
             "_line_number": "bigint",
             "_batch_id": "character varying",
@@ -138,7 +140,7 @@ def test_postgres_ingest_matches_duckdb_row_for_row(tmp_path: Path, warehouse_ur
         }
         assert columns == expected, spec.table
 
-        keep = ", ".join([f'"{name}"' for name in spec.columns])
+        keep = ", ".join([f'"{name}"' for name in spec.stored_columns])
         keep += ", _line_number, _batch_id, _file_sha256"
         sql = f"SELECT {keep} FROM raw.{spec.table} ORDER BY _file_sha256, _line_number"
         assert comparable(pg_rows(warehouse_url, sql)) == comparable(duck_rows(duck_path, sql))
@@ -299,3 +301,139 @@ def test_dbt_builds_on_the_ingested_tables_and_the_export_matches_duckdb(
     # A snapshot is written once: a second export reads the files already there.
     again = export_training_data(_settings(tmp_path / "home-postgres", warehouse_url), "snapshot-1")
     assert again.rows == pg.rows
+
+
+# --- personal data on PostgreSQL ---------------------------------------------------------
+
+SEARCH_HEADER = (
+    "search_id\tsession_id\tuser_id\tuser_email\tsearched_at\tquery\tproduct_id"
+    "\tposition\tclicked\tadded_to_cart\tpurchased"
+)
+
+
+def search_line(search: int, user: int, clicked: str = "0") -> bytes:
+    return (
+        f"q{search}\ts{search}\tu{user:06d}\tfirst.last{user}@example.com"
+        f"\t2026-11-01T10:00:00Z\tblack sofa\t1\t1\t{clicked}\t0\t0"
+    ).encode()
+
+
+def test_postgres_without_the_key_in_the_environment_refuses_and_writes_nothing(
+    tmp_path: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shelfguard.pseudonyms import PseudonymKeyError
+
+    monkeypatch.delenv("SHELFGUARD_PSEUDONYM_KEY", raising=False)
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    write(src, "search_log.csv", [SEARCH_HEADER.encode(), search_line(1, 7)])
+    ledger = new_ledger(tmp_path / "ledger.sqlite")
+    try:
+        with pytest.raises(PseudonymKeyError, match="SHELFGUARD_PSEUDONYM_KEY is not set"):
+            ingest(src, warehouse_url, ledger)
+        assert ledger.ingested_files() == []
+    finally:
+        ledger.dispose()
+    assert pg_rows(warehouse_url, "SELECT to_regclass('raw.search_log')") == [(None,)]
+
+
+def test_postgres_stores_pseudonyms_restricts_quarantine_and_purges_it(
+    tmp_path: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shelfguard.ingest import purge_expired_quarantine
+    from shelfguard.pseudonyms import pseudonym
+
+    monkeypatch.setenv("SHELFGUARD_PSEUDONYM_KEY", PSEUDONYM_KEY.decode())
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    lines = [SEARCH_HEADER.encode(), search_line(1, 7), search_line(2, 8, clicked="yes")]
+    write(src, "search_log.csv", lines)
+    ledger = new_ledger(tmp_path / "ledger.sqlite")
+    try:
+        ingest(src, warehouse_url, ledger)  # the key from the environment
+        columns = {
+            name
+            for (name,) in pg_rows(
+                warehouse_url,
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'raw' AND table_name = 'search_log'",
+            )
+        }
+        assert "user_key" in columns and not {"user_id", "user_email"} & columns
+        assert pg_rows(warehouse_url, "SELECT user_key FROM raw.search_log") == [
+            (pseudonym(PSEUDONYM_KEY, "u000007"),)
+        ]
+        # Quarantine keeps the line's bytes, personal fields included: PUBLIC may not read it.
+        assert pg_rows(
+            warehouse_url,
+            "SELECT has_table_privilege('public', 'quarantine.search_log', 'SELECT')",
+        ) == [(False,)]
+        assert pg_rows(warehouse_url, "SELECT count(*) FROM quarantine.search_log") == [(1,)]
+
+        ledger.start_run("run-pg", "catalog_refresh")
+        now = datetime.now(UTC)
+        assert purge_expired_quarantine(warehouse_url, ledger, 30, now=now) == []
+        later = now + timedelta(days=31)
+        (purge,) = purge_expired_quarantine(warehouse_url, ledger, 30, run_id="run-pg", now=later)
+        assert (purge.table_name, purge.rows, purge.run_id) == (
+            "quarantine.search_log",
+            1,
+            "run-pg",
+        )
+        assert ledger.retention_purges() == [purge]
+        assert pg_rows(warehouse_url, "SELECT count(*) FROM quarantine.search_log") == [(0,)]
+        assert pg_rows(warehouse_url, "SELECT count(*) FROM raw.search_log") == [(1,)]
+    finally:
+        ledger.dispose()
+
+
+def test_an_older_postgres_search_log_is_pseudonymised_in_place(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    from shelfguard.pseudonyms import pseudonym
+
+    engine = sa.create_engine(warehouse_url)
+    try:
+        with engine.begin() as conn:
+            for statement in (
+                "CREATE SCHEMA raw",
+                "CREATE SCHEMA staging",
+                "CREATE TABLE raw.search_log (search_id varchar, session_id varchar, "
+                "user_id varchar, user_email varchar, searched_at timestamp, query varchar, "
+                "product_id bigint, position integer, clicked smallint, added_to_cart smallint, "
+                "purchased smallint, _line_number bigint, _batch_id varchar, "
+                "_file_sha256 varchar, _ingested_at timestamptz)",
+                "INSERT INTO raw.search_log VALUES ('q1', 's1', 'u000001', 'a.b1@example.com', "
+                "'2026-11-01', 'sofa', 1, 1, 0, 0, 0, 2, 'batch-old', 'f1', now())",
+                # The staging view an older release built: it hashed in SQL, key included.
+                "CREATE VIEW staging.stg_behaviour__search_impressions AS SELECT search_id, "
+                "md5('old-key-in-the-view' || user_id) AS user_key FROM raw.search_log",
+            ):
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+
+    run_ingest(src, warehouse_url, tmp_path / "ledger.sqlite")
+
+    assert pg_rows(
+        warehouse_url, "SELECT search_id, user_key, _batch_id, _line_number FROM raw.search_log"
+    ) == [("q1", pseudonym(PSEUDONYM_KEY, "u000001"), "batch-old", 2)]
+    columns = pg_rows(
+        warehouse_url,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'raw' AND table_name = 'search_log' "
+        "AND column_name IN ('user_id', 'user_email')",
+    )
+    assert columns == []
+    assert pg_rows(
+        warehouse_url, "SELECT count(*) FROM pg_views WHERE definition LIKE '%old-key%'"
+    ) == [(0,)]
+    assert pg_rows(
+        warehouse_url,
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = 'raw' "
+        "AND indexname = 'search_log_file_sha256_idx'",
+    ) == [(1,)]

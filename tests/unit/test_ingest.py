@@ -316,3 +316,158 @@ def test_generated_data_with_every_row_level_defect(tmp_path: Path, sg_home: Set
         "select (select count(*) from raw.products), (select count(*) from quarantine.products)",
     )
     assert totals == [(products["rows_accepted"], products["rows_quarantined"])]
+
+
+# --- personal data: pseudonymised at ingest, quarantine kept for a while only ----------
+
+SEARCH_HEADER = (
+    "search_id\tsession_id\tuser_id\tuser_email\tsearched_at\tquery\tproduct_id"
+    "\tposition\tclicked\tadded_to_cart\tpurchased"
+)
+PSEUDONYM_KEY = b"a-test-key-of-at-least-32-bytes!"
+
+
+def search_line(
+    search: int, user: int, position: int = 1, when: str = "2026-11-01T10:00:00Z"
+) -> bytes:
+    return (
+        f"q{search}\ts{search}\tu{user:06d}\tfirst.last{user}@example.com\t{when}\tblack sofa"
+        f"\t{position}\t{position}\t0\t0\t0"
+    ).encode()
+
+
+def columns(settings: Settings, schema: str, table: str) -> list[str]:
+    return [
+        str(name)
+        for (name,) in rows(
+            settings,
+            "select column_name from information_schema.columns "
+            f"where table_schema = '{schema}' and table_name = '{table}' order by ordinal_position",
+        )
+    ]
+
+
+def test_search_log_is_stored_with_pseudonyms_only(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    from shelfguard.pseudonyms import pseudonym
+
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    bad = search_line(3, 7).replace(b"\t1\t0\t0\t0", b"\tfirst\t0\t0\t0")
+    lines = [SEARCH_HEADER.encode(), search_line(1, 7), search_line(2, 8), bad]
+    write(src, "search_log.csv", lines)
+
+    ingest(src, sg_home.duckdb_path, ledger, pseudonym_key=PSEUDONYM_KEY)
+
+    stored = columns(sg_home, "raw", "search_log")
+    assert "user_key" in stored
+    assert not {"user_id", "user_email"} & set(stored)
+    assert rows(sg_home, "select search_id, user_key from raw.search_log order by 1") == [
+        ("q1", pseudonym(PSEUDONYM_KEY, "u000007")),
+        ("q2", pseudonym(PSEUDONYM_KEY, "u000008")),
+    ]
+    # The whole file's text holds no user id or e-mail outside quarantine.
+    text = " ".join(str(v) for row in rows(sg_home, "select * from raw.search_log") for v in row)
+    assert "u000007" not in text and "@example.com" not in text
+    # Quarantine keeps the original line, personal fields included (purged later).
+    (original,) = rows(sg_home, "select original_line from quarantine.search_log")
+    assert bytes(original[0]) == bad
+
+
+def test_without_a_key_the_embedded_home_key_file_is_used(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    from shelfguard.pseudonyms import key_path, pseudonym
+
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+    write(src, "search_log.csv", [SEARCH_HEADER.encode(), search_line(1, 7)])
+    ingest(src, sg_home.duckdb_path, ledger)
+    key = key_path(sg_home.home).read_bytes()
+    assert rows(sg_home, "select user_key from raw.search_log") == [(pseudonym(key, "u000007"),)]
+
+
+def test_an_older_search_log_with_clear_columns_is_pseudonymised_in_place(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    from shelfguard.pseudonyms import pseudonym
+
+    # The table as an older release stored it, and a staging view that hashed in SQL.
+    with duckdb.connect(str(sg_home.duckdb_path)) as con:
+        con.execute("create schema raw")
+        con.execute("create schema staging")
+        con.execute(
+            "create table raw.search_log (search_id varchar, session_id varchar, "
+            "user_id varchar, user_email varchar, searched_at timestamp, query varchar, "
+            "product_id bigint, position integer, clicked smallint, added_to_cart smallint, "
+            "purchased smallint, _line_number bigint, _batch_id varchar, "
+            "_file_sha256 varchar, _ingested_at timestamp with time zone)"
+        )
+        con.execute(
+            "insert into raw.search_log values "
+            "('q1', 's1', 'u000001', 'a.b1@example.com', '2026-11-01', 'sofa', 1, 1, 0, 0, 0, 2, "
+            "'batch-old', 'f1', now()), "
+            "('q2', 's2', null, null, '2026-11-01', 'lamp', 1, 1, 0, 0, 0, 3, "
+            "'batch-old', 'f1', now())"
+        )
+        con.execute(
+            "create view staging.stg_behaviour__search_impressions as select search_id, "
+            "sha256('old-key-in-the-view' || user_id) as user_key from raw.search_log"
+        )
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1)])
+
+    ingest(src, sg_home.duckdb_path, ledger, pseudonym_key=PSEUDONYM_KEY)
+
+    stored = columns(sg_home, "raw", "search_log")
+    assert not {"user_id", "user_email"} & set(stored)
+    assert rows(
+        sg_home,
+        "select search_id, user_key, _batch_id, _line_number from raw.search_log order by 1",
+    ) == [
+        ("q1", pseudonym(PSEUDONYM_KEY, "u000001"), "batch-old", 2),
+        ("q2", None, "batch-old", 3),
+    ]
+    assert rows(sg_home, "select count(*) from duckdb_views() where sql ilike '%old-key%'") == [
+        (0,)
+    ]
+    # A second ingest finds nothing left to migrate and keeps the rows.
+    ingest(src, sg_home.duckdb_path, ledger, pseudonym_key=PSEUDONYM_KEY)
+    assert rows(sg_home, "select count(*) from raw.search_log") == [(2,)]
+
+
+def test_expired_quarantined_personal_lines_are_purged_and_recorded(
+    tmp_path: Path, sg_home: Settings, ledger: Ledger
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shelfguard.ingest import purge_expired_quarantine
+
+    src = tmp_path / "src"
+    write(src, "product.csv", [HEADER.encode(), product_line(1), product_line("bad")])
+    bad = [search_line(n, n).replace(b"\t1\t0\t0\t0", b"\tone\t0\t0\t0") for n in (1, 2, 3)]
+    write(src, "search_log.csv", [SEARCH_HEADER.encode(), search_line(9, 9), *bad])
+    ingest(src, sg_home.duckdb_path, ledger, pseudonym_key=PSEUDONYM_KEY)
+    with duckdb.connect(str(sg_home.duckdb_path)) as con:
+        # Two lines quarantined 40 days ago, one yesterday; products are not personal.
+        con.execute(
+            "update quarantine.search_log set quarantined_at = now() - interval 40 day "
+            "where line_number in (3, 4)"
+        )
+        con.execute("update quarantine.products set quarantined_at = now() - interval 400 day")
+    ledger.start_run("run-1", "catalog_refresh")
+    now = datetime.now(UTC)
+
+    purged = purge_expired_quarantine(sg_home.duckdb_path, ledger, 30, run_id="run-1", now=now)
+
+    assert [(p.table_name, p.rows, p.run_id) for p in purged] == [
+        ("quarantine.search_log", 2, "run-1")
+    ]
+    assert purged[0].cutoff == now - timedelta(days=30)
+    assert ledger.retention_purges() == purged
+    assert rows(sg_home, "select line_number from quarantine.search_log") == [(5,)]
+    assert rows(sg_home, "select count(*) from quarantine.products") == [(1,)]
+    # Nothing left to purge: nothing recorded.
+    assert purge_expired_quarantine(sg_home.duckdb_path, ledger, 30, run_id="run-1") == []
+    assert len(ledger.retention_purges()) == 1

@@ -1,10 +1,8 @@
 {#
-    The only model that reads personal data. user_id becomes user_key, a keyed hash
-    (sha256 of key || user_id): stable per user, so distinct users can still be counted
-    for k-anonymity, but not reversible without the key. user_id and user_email are not
-    selected, so nothing downstream can reach them.
+    The user is user_key, the pseudonym ingest stored (HMAC-SHA256 of the user id, with
+    a key kept outside the warehouse): stable per user, so distinct users can still be
+    counted for k-anonymity, but not reversible without the key, which dbt never sees.
 #}
-{%- set pseudonym_key = env_var('SHELFGUARD_PSEUDONYM_KEY', 'dev-only-key') -%}
 
 with
 
@@ -35,7 +33,7 @@ final as (
     select
         search_id,
         session_id,
-        {{ sha256_hex("'" ~ (pseudonym_key | replace("'", "''")) ~ "' || user_id") }} as user_key,
+        user_key,
         cast(searched_at as timestamp) as searched_at,
         {{ normalize_query('query') }} as query,
         product_id,
