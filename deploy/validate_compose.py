@@ -2,13 +2,17 @@
 
     .venv/bin/python deploy/validate_compose.py [PATH]   # default: the repository's file
 
-Prints one problem a line and exits 1 when there is any. :func:`validate_compose` checks:
+Prints one problem a line and exits 1 when there is any. Variables are interpolated as
+``docker compose`` would: from the environment, then ``.env`` beside the file, then the
+values ``.env.example`` sets. :func:`validate_compose` checks:
 
+- every required variable (``${VAR:?message}``) is set, as compose refuses to start
+  otherwise; when one is missing, that is all it reports;
 - the expected services exist; every long-running one has a healthcheck; ``depends_on``
   names existing services, with a valid condition the target can meet, and no cycle;
 - every ``${VAR}`` has a default or is documented in ``.env.example``; a variable has one
-  default everywhere, and a secret's default is the value ``.env.example`` documents; no
-  password, key or token is written literally, outside such a documented default;
+  default everywhere; a password, key or token has no default (it is required) and is
+  never written literally;
 - named volumes are declared at top level (and every declared one is used); folders of
   the repository that are bind-mounted exist;
 - the commands and healthchecks of the Airflow services, and the scripts they run, call
@@ -103,6 +107,10 @@ _HEREDOC = re.compile(r"<<-?\s*(['\"]?)(\w+)\1")
 _ENV_LINE = re.compile(r"^\s*(?P<comment>#\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 
 
+class MissingVariable(ValueError):
+    """A required variable (``${VAR:?message}``) is not set: compose refuses to start."""
+
+
 @dataclass(frozen=True)
 class VarRef:
     """One ``${NAME[op arg]}`` in the compose file."""
@@ -138,6 +146,13 @@ class Compose:
     project_dir: Path
     data: dict[str, Any]
     env_example: EnvExample
+    #: The variables set for compose (environment, ``.env``), over ``.env.example``'s.
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, str]:
+        """What compose interpolates with: ``env`` over the values ``.env.example`` sets."""
+        return {**self.env_example.values, **self.env}
 
     @property
     def services(self) -> dict[str, dict[str, Any]]:
@@ -149,8 +164,8 @@ class Compose:
         return {name: s for name, s in self.services.items() if "build" in s}
 
     def resolve(self, text: str) -> str:
-        """``text`` as compose interpolates it with no ``.env``: defaults, else .env.example."""
-        return resolve(text, self.env_example.values)
+        """``text`` as compose interpolates it with :attr:`values` set."""
+        return resolve(text, self.values)
 
     def environment(self, service: Mapping[str, Any]) -> dict[str, str]:
         """A service's environment, interpolated."""
@@ -170,7 +185,11 @@ def var_refs(text: str) -> list[VarRef]:
 
 
 def resolve(text: str, values: Mapping[str, str]) -> str:
-    """Interpolate like compose does when only ``values`` are set."""
+    """Interpolate like compose does when only ``values`` are set.
+
+    Raises :class:`MissingVariable` for a required variable that is not set
+    (``${VAR:?message}``: unset or empty; ``${VAR?message}``: unset).
+    """
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("plain")
@@ -180,6 +199,10 @@ def resolve(text: str, values: Mapping[str, str]) -> str:
             return (value if value or (op == "-" and value is not None) else arg) or ""
         if op in (":+", "+"):
             return arg if value else ""
+        if op in (":?", "?"):
+            if value or (op == "?" and value is not None):
+                return value or ""
+            raise MissingVariable(f"${{{name}}} is required: {arg or 'it is not set'}")
         return value or ""
 
     escaped = text.replace("$$", _ESCAPED_DOLLAR)
@@ -567,8 +590,21 @@ def _cycles(edges: Mapping[str, list[str]]) -> list[str]:
     return []
 
 
+def check_required(compose: Compose) -> list[str]:
+    """Every required variable (``${VAR:?message}``) is set, or compose refuses to start."""
+    values = compose.values
+    problems = set()
+    for text in strings(compose.data):
+        for ref in var_refs(text):
+            try:
+                resolve(f"${{{ref.name}{ref.op or ''}{ref.arg}}}", values)
+            except MissingVariable as exc:
+                problems.add(str(exc))
+    return sorted(problems)
+
+
 def check_variables(compose: Compose) -> list[str]:
-    """Every ${VAR} has a default or is documented; one default each; secrets documented."""
+    """Every ${VAR} has a default or is documented; one default each; secrets required."""
     problems = []
     defaults: dict[str, set[str]] = {}
     documented = compose.env_example.documented
@@ -581,10 +617,11 @@ def check_variables(compose: Compose) -> list[str]:
     for name, values in sorted(defaults.items()):
         if len(values) > 1:
             problems.append(f"${{{name}}} has different defaults: {sorted(values)}")
-        default = next(iter(values))
-        if _is_secret(name) and default and compose.env_example.values.get(name) != default:
+        if _is_secret(name) and any(values):
+            # A default secret is public (it is in this file): compose would start with it.
             problems.append(
-                f"${{{name}}}: the default secret is not the value .env.example documents"
+                f"${{{name}}} is a secret with a default; require it instead: "
+                f"${{{name}:?set {name} in .env (see .env.example)}}"
             )
     return sorted(set(problems))
 
@@ -913,11 +950,17 @@ def check_users(compose: Compose, policy: Any) -> list[str]:
     return problems
 
 
-def validate_compose(path: Path | str, project_dir: Path | str | None = None) -> list[str]:
+def validate_compose(
+    path: Path | str,
+    project_dir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
     """Every problem found in the compose file at ``path`` (empty: none).
 
     Relative paths (build context, bind mounts) and ``.env.example`` are taken from
-    ``project_dir`` (default: the file's folder), as ``docker compose`` does.
+    ``project_dir`` (default: the file's folder), as ``docker compose`` does. ``env``
+    holds the variables set for compose (its environment and ``.env``); a required
+    variable missing from it is reported alone, as compose refuses to start then.
     """
     path = Path(path)
     project = Path(project_dir) if project_dir is not None else path.parent
@@ -927,7 +970,12 @@ def validate_compose(path: Path | str, project_dir: Path | str | None = None) ->
         return [f"{path}: cannot be read as YAML: {exc}"]
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         return [f"{path}: no services"]
-    compose = Compose(path, project, data, read_env_example(project / ".env.example"))
+    compose = Compose(
+        path, project, data, read_env_example(project / ".env.example"), dict(env or {})
+    )
+    missing = check_required(compose)
+    if missing:
+        return missing
     problems = check_services(compose)
     problems += check_variables(compose)
     problems += check_literal_secrets(compose)
@@ -944,7 +992,9 @@ def main(argv: list[str] | None = None) -> int:
     """Validate the file named on the command line (default: the repository's)."""
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else Path(__file__).resolve().parents[1] / "docker-compose.yml"
-    problems = validate_compose(path)
+    # As compose reads them: the shell's environment wins over .env beside the file.
+    env = {**read_env_example(path.parent / ".env").values, **os.environ}
+    problems = validate_compose(path, env=env)
     for problem in problems:
         print(problem)
     if not problems:

@@ -37,6 +37,24 @@ def _load_validator() -> ModuleType:
 validator = _load_validator()
 
 
+# The secrets compose requires (`${VAR:?...}`), as a deployment's .env would set them.
+SECRETS = {
+    "POSTGRES_PASSWORD": "test-postgres-password",
+    "AIRFLOW_DB_PASSWORD": "test-airflow-password",
+    "LEDGER_DB_PASSWORD": "test-ledger-password",
+    "WAREHOUSE_DB_PASSWORD": "test-warehouse-password",
+    "REDIS_PASSWORD": "test-redis-password",
+    "AIRFLOW_FERNET_KEY": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMzItYnl0ZXMhISE=",
+    "AIRFLOW_JWT_SECRET": "test-jwt-secret",
+    "AIRFLOW_API_SECRET_KEY": "test-api-secret",
+    "AIRFLOW_PASSWORD_ADMIN": "test-admin",
+    "AIRFLOW_PASSWORD_GOVERNANCE_OWNER": "test-governance",
+    "AIRFLOW_PASSWORD_DATA_ENGINEER": "test-engineer",
+    "SHELFGUARD_PSEUDONYM_KEY": "test-pseudonym-key-of-at-least-32-characters",
+}
+REQUIRED = "set {name} in .env (see .env.example)"
+
+
 # What pyproject.toml's `production` extra installs (the image has it; `make` does not).
 PRODUCTION_MODULES = ("airflow.providers.celery", "redis", "asyncpg")
 
@@ -63,7 +81,32 @@ def compose_data() -> dict[str, Any]:
 
 
 def test_the_compose_file_has_no_problems() -> None:
-    assert validator.validate_compose(COMPOSE) == []
+    assert validator.validate_compose(COMPOSE, env=SECRETS) == []
+
+
+def test_every_secret_is_required_and_has_no_default(compose_data: dict[str, Any]) -> None:
+    refs = {
+        ref.name: (ref.op, ref.arg)
+        for text in validator.strings(compose_data)
+        for ref in validator.var_refs(text)
+    }
+    for name in SECRETS:
+        assert refs[name] == (":?", REQUIRED.format(name=name)), name
+    env_example = validator.read_env_example(REPO / ".env.example")
+    assert {name: env_example.values[name] for name in SECRETS} == dict.fromkeys(SECRETS, "")
+
+
+def test_without_its_secrets_compose_refuses_and_so_does_validation() -> None:
+    # .env.example sets them empty: as if .env were a copy of it, nothing filled in.
+    problems = validator.validate_compose(COMPOSE)
+    assert problems == sorted(
+        f"${{{name}}} is required: {REQUIRED.format(name=name)}" for name in SECRETS
+    )
+    partial = {**SECRETS, "SHELFGUARD_PSEUDONYM_KEY": ""}
+    assert validator.validate_compose(COMPOSE, env=partial) == [
+        "${SHELFGUARD_PSEUDONYM_KEY} is required: "
+        + REQUIRED.format(name="SHELFGUARD_PSEUDONYM_KEY")
+    ]
 
 
 def test_each_airflow_service_runs_its_component(compose_data: dict[str, Any]) -> None:
@@ -105,6 +148,10 @@ def test_interpolation_follows_compose() -> None:
     )
     assert validator.resolve("$${HOSTNAME} ${SET:+on}${UNSET:+on}", values) == "${HOSTNAME} on"
     assert [ref.name for ref in validator.var_refs("a$$B ${C:-d} $E")] == ["C", "E"]
+    assert validator.resolve("${SET:?msg} ${EMPTY?msg}", values) == "value "
+    for text, name in (("${EMPTY:?set it}", "EMPTY"), ("x ${UNSET?set it}", "UNSET")):
+        with pytest.raises(validator.MissingVariable, match=rf"\$\{{{name}\}} is required: set it"):
+            validator.resolve(text, values)
 
 
 def test_dockerignore_matching() -> None:
@@ -149,7 +196,9 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] =
         lambda d: _set_env_everywhere(
             d,
             AIRFLOW__CELERY__RESULT_BACKEND=(
-                "db+postgresql://airflow:${AIRFLOW_DB_PASSWORD:-airflow-dev}@postgres:5432/airflow"
+                "db+postgresql://airflow:${AIRFLOW_DB_PASSWORD:?"
+                + REQUIRED.format(name="AIRFLOW_DB_PASSWORD")
+                + "}@postgres:5432/airflow"
             ),
         ),
         ("AIRFLOW__CELERY__RESULT_BACKEND: needs the Python module psycopg",),
@@ -187,6 +236,10 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] =
         lambda d: _set(d, "redis", "environment", {"REDISCLI_AUTH": "hunter2"}),
         ("redis: REDISCLI_AUTH is a literal secret",),
     ),
+    "a secret with a public default": (
+        lambda d: _set(d, "redis", "environment", {"REDISCLI_AUTH": "${REDIS_PASSWORD:-redis}"}),
+        ("${REDIS_PASSWORD} is a secret with a default; require it instead",),
+    ),
     "undocumented variable without default": (
         lambda d: _add_env(d, "postgres", POSTGRES_PASSWORD="${PG_SUPERUSER_PASSWORD}"),
         ("${PG_SUPERUSER_PASSWORD} has no default and is not in .env.example",),
@@ -210,7 +263,9 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] =
         lambda d: _add_env(
             d,
             "airflow-worker-1",
-            AIRFLOW__CORE__FERNET_KEY="${AIRFLOW_JWT_SECRET:-shelfguard-dev-jwt-secret-change-me}",
+            AIRFLOW__CORE__FERNET_KEY="${AIRFLOW_JWT_SECRET:?"
+            + REQUIRED.format(name="AIRFLOW_JWT_SECRET")
+            + "}",
         ),
         ("AIRFLOW__CORE__FERNET_KEY differs between the Airflow services",),
     ),
@@ -236,7 +291,7 @@ def test_a_broken_reference_is_reported(tmp_path: Path, breakage: str) -> None:
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
-    problems = validator.validate_compose(broken, project_dir=REPO)
+    problems = validator.validate_compose(broken, project_dir=REPO, env=SECRETS)
 
     for fragment in expected:
         assert any(fragment in problem for problem in problems), (fragment, problems)
@@ -256,7 +311,7 @@ def test_a_broken_dockerfile_is_reported(tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
-    problems = validator.validate_compose(broken, project_dir=REPO)
+    problems = validator.validate_compose(broken, project_dir=REPO, env=SECRETS)
 
     airflow = version("apache-airflow")
     expected = [
@@ -285,7 +340,7 @@ def test_the_production_policy_may_only_differ_in_approval_mode(tmp_path: Path) 
         (project / name).symlink_to(REPO / name)
     (project / "docker-compose.yml").symlink_to(COMPOSE)
 
-    problems = validator.validate_compose(project / "docker-compose.yml")
+    problems = validator.validate_compose(project / "docker-compose.yml", env=SECRETS)
 
     assert problems == [
         "governance.production.yml: differs from governance.yml in more than approval.mode"
