@@ -52,6 +52,14 @@ applies, in this order):
 ``malformed_line``
     anything else DuckDB's strict parser rejects.
 
+Personal data is pseudonymised as it lands: ``search_log.csv``'s ``user_id`` is stored
+as ``user_key``, its HMAC-SHA256 under the pseudonymisation key
+(:mod:`shelfguard.pseudonyms`), computed in this process, and neither ``user_id`` nor
+``user_email`` is stored in ``raw.*``. A ``raw.search_log`` an older release filled with
+them is rebuilt without them by the next ingest. Quarantine keeps a rejected line's
+original bytes, personal fields included: :func:`purge_expired_quarantine` deletes them
+once the policy's retention has passed, and on PostgreSQL ``PUBLIC`` may not read them.
+
 The warehouse is the DuckDB file of the embedded default or a PostgreSQL database
 (``SHELFGUARD_WAREHOUSE_URL``). On PostgreSQL the parsing and the quarantine decisions
 are the same DuckDB code, run in an in-memory database; the accepted and quarantined

@@ -377,6 +377,8 @@ def stack(
             "SHELFGUARD_POLICY": str(policy),
             "SHELFGUARD_APPROVAL_BACKEND": "hitl",
             "SHELFGUARD_TRAINING_BACKEND": "local",
+            # Required with a PostgreSQL warehouse, as compose requires it from .env.
+            "SHELFGUARD_PSEUDONYM_KEY": "celery-topology-test-pseudonym-key-32+",
         }
     )
     stack = Stack(
