@@ -12,8 +12,8 @@
 #   shelfguard_ledger     shelfguard_ledger     the governance ledger (SHELFGUARD_LEDGER_URL)
 #   shelfguard_warehouse  shelfguard_warehouse  raw / staging / marts (SHELFGUARD_WAREHOUSE_URL)
 #
-# The passwords come from the service environment (docker-compose.yml, defaults documented
-# in .env.example); psql's :'var' syntax quotes them as SQL literals.
+# The passwords come from the service environment (docker-compose.yml, which requires
+# them from .env; see .env.example); psql's :'var' syntax quotes them as SQL literals.
 set -euo pipefail
 
 psql --no-psqlrc -v ON_ERROR_STOP=1 \
