@@ -83,7 +83,14 @@ def approval_payload(row: Mapping[str, Any]) -> dict[str, Any]:
         "comment": row["comment"],
         "via": row["via"],
         "policy_sha256": row["policy_sha256"],
+        **_signed(row),
     }
+
+
+def _signed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A signed row's envelope joins its payload; unsigned rows hash as they always did."""
+    envelope = row.get("attestation")
+    return {} if envelope is None else {"attestation": envelope}
 
 
 def alias_move_payload(
@@ -108,6 +115,7 @@ def alias_move_payload(
         "moved_by": row["moved_by"],
         "moved_at": _timestamp(row["moved_at"]),
         "reason": row["reason"],
+        **_signed(row),
     }
 
 
