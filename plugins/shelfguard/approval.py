@@ -104,7 +104,8 @@ def record_decision(
 
         if signer is None or signer.name != decided_by:
             raise ApprovalError(f"a decision on the command line is signed with {decided_by}'s key")
-        problem = signer_problem(policy, signer, f"{decision[:-1]} runs")
+        verb = "approve" if decision == "approved" else "reject"
+        problem = signer_problem(policy, signer, f"{verb} runs")
         if problem:
             raise ApprovalError(problem)
         at = signing.signing_time()
