@@ -230,7 +230,10 @@ def open_envelope(envelope: Mapping[str, Any] | None) -> Verified:
         raise SigningError(
             "the signature does not verify: the statement or key was altered"
         ) from exc
-    found = json.loads(payload)
+    try:
+        found = json.loads(payload)
+    except ValueError as exc:
+        raise SigningError(f"the signed payload is not JSON: {exc}") from exc
     if not isinstance(found, dict) or found.get("kind") != STATEMENT_KIND:
         raise SigningError("the signed payload is not a shelfguard decision statement")
     return Verified(found, keyid)
