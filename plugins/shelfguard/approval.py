@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from shelfguard import signing
 from shelfguard.ledger import ApprovalRecord, Ledger
 
 if TYPE_CHECKING:
@@ -69,8 +70,15 @@ def record_decision(
     *,
     via: str,
     comment: str = "",
+    signer: signing.Signer | None = None,
 ) -> ApprovalRecord:
-    """Record a person's decision on the run's pair, after checking they may make it."""
+    """Record a person's decision on the run's pair, after checking they may make it.
+
+    ``decided_by`` must be an approver of ``policy`` (the run's pinned policy) and, to
+    approve, not the run's triggerer. On the command line (``via="cli"``) the decision is
+    signed by ``signer``, whose key must be the one the policy lists for them; through
+    Airflow (``via="hitl"``) the auth manager verified the author.
+    """
     model, index = pending_pair(ledger, run_id)
     run = ledger.get_run(run_id)
     assert run is not None
@@ -90,6 +98,28 @@ def record_decision(
         )
     if run.outcome not in ("RUNNING",) and via == "cli":
         raise ApprovalError(f"run {run_id} already ended {run.outcome}: there is nothing to decide")
+    at, envelope = None, None
+    if via == "cli":
+        from shelfguard.policy_approval import signer_problem
+
+        if signer is None or signer.name != decided_by:
+            raise ApprovalError(f"a decision on the command line is signed with {decided_by}'s key")
+        verb = "approve" if decision == "approved" else "reject"
+        problem = signer_problem(policy, signer, f"{verb} runs")
+        if problem:
+            raise ApprovalError(problem)
+        at = signing.signing_time()
+        envelope = signer.sign(
+            signing.decision_statement(
+                "approve" if decision == "approved" else "reject",
+                decided_by,
+                at,
+                run_id=run_id,
+                model_sha256=model,
+                index_sha256=index,
+                policy_sha256=policy.sha256,
+            )
+        )
     return ledger.record_approval(
         run_id,
         decision,
@@ -99,6 +129,8 @@ def record_decision(
         via=via,
         comment=comment,
         policy_sha256=policy.sha256,
+        decided_at=at,
+        attestation=envelope,
     )
 
 

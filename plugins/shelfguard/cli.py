@@ -249,13 +249,42 @@ def cmd_batches(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _signer(name: str) -> Any:
+    """The personal key ``--by NAME`` signs with (from ``shelfguard keys new NAME``)."""
+    from shelfguard.signing import SigningError, load_signer
+
+    try:
+        return load_signer(name)
+    except SigningError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _policy_in_force(ledger: Any) -> Any:
+    """The policy in force, from the ledger: its approvers may roll back and purge."""
+    from shelfguard.policy_approval import PolicyApprovalError, in_force
+
+    try:
+        current = in_force(ledger)
+    except PolicyApprovalError as exc:
+        raise UsageError(str(exc)) from exc
+    if current is None:
+        raise UsageError(
+            "no policy is in force yet: `shelfguard policy approve FILE --by NAME` puts one there"
+        )
+    return current.policy
+
+
 def _purge(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.ledger import LedgerError
     from shelfguard.publication import PublicationError, purge
 
+    signer = _signer(args.by)
     ledger = _ledger(settings)
     try:
-        record, files = purge(settings, ledger, args.batch_id, by=args.by, reason=args.reason)
+        policy = _policy_in_force(ledger)
+        record, files = purge(
+            settings, ledger, args.batch_id, signer=signer, policy=policy, reason=args.reason
+        )
     except (PublicationError, LedgerError) as exc:
         raise UsageError(f"purge refused: {exc}") from exc
     finally:
@@ -284,6 +313,21 @@ def _run_summary(run: Any) -> dict[str, Any]:
     }
 
 
+def _require_policy_in_force(settings: Settings) -> None:
+    """Refuse before Airflow starts when the policy file is not the policy in force."""
+    from shelfguard.policy import PolicyError, load_policy_with_bytes
+    from shelfguard.policy_approval import PolicyApprovalError, require_in_force
+
+    ledger = _ledger(settings)
+    try:
+        policy, data = load_policy_with_bytes()
+        require_in_force(ledger, policy, data, settings.home)
+    except (PolicyError, PolicyApprovalError) as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+
+
 def run_pipeline(
     settings: Settings,
     dag_id: str,
@@ -294,6 +338,7 @@ def run_pipeline(
     """Run a DAG on the embedded runtime; returns the outcome and a JSON-ready summary."""
     from shelfguard.embedded import EmbeddedRunError, run_dag
 
+    _require_policy_in_force(settings)
     conf = dict(extra_conf or {})
     # Who asked for the run (they may not approve its promotion) is the local user running
     # this command, handed to Airflow outside the conf: a conf key never names the trigger.
@@ -546,13 +591,21 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
             "(Required Actions in the UI, or its REST API)"
         )
     decision = "approved" if args.command == "approve" else "rejected"
+    signer = _signer(args.by)
     ledger = _ledger(settings)
     try:
         run_id = _awaiting(ledger, args.run_id)
         # The approvers are those of the policy the run pinned, not of the shell's file.
         policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
         record = record_decision(
-            ledger, policy, run_id, decision, args.by, via="cli", comment=args.comment
+            ledger,
+            policy,
+            run_id,
+            decision,
+            args.by,
+            via="cli",
+            comment=args.comment,
+            signer=signer,
         )
     except (ApprovalError, PolicyError, RunContextError) as exc:
         raise UsageError(str(exc)) from exc
@@ -560,22 +613,19 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         ledger.dispose()
     out.print(
         f"{record.decision} run {record.run_id}: model {record.model_sha256[:12]} + index "
-        f"{record.index_sha256[:12]} by {record.decided_by}"
+        f"{record.index_sha256[:12]} by {record.decided_by} (signed)"
     )
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from shelfguard.policy import PolicyError, load_policy
     from shelfguard.promotion import PromotionRefused, rollback
 
-    try:
-        policy = load_policy()  # the policy in force: its approvers may roll back
-    except PolicyError as exc:
-        raise UsageError(str(exc)) from exc
+    signer = _signer(args.by)
     ledger = _ledger(settings)
     try:
-        alias = rollback(ledger, policy, moved_by=args.by, to_version=args.to, reason=args.reason)
+        policy = _policy_in_force(ledger)  # its approvers may roll back
+        alias = rollback(ledger, policy, signer=signer, to_version=args.to, reason=args.reason)
     except PromotionRefused as exc:
         if exc.tampered:
             raise TamperedError("rollback refused: " + "; ".join(exc.missing)) from exc
@@ -586,6 +636,80 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         f"champion is now v{alias.version}: model {alias.model.sha256[:12]} + index "
         f"{alias.index.sha256[:12]} (from run {alias.run_id})"
     )
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard keys new NAME`` / ``shelfguard keys show NAME``."""
+    from shelfguard.signing import SigningError, new_key, public_key_of
+
+    try:
+        if args.action == "new":
+            path, public = new_key(args.name, force=args.force)
+            console.print(f"private key: {path} (mode 600: keep it to yourself)")
+        else:
+            public = public_key_of(args.name)
+    except SigningError as exc:
+        raise UsageError(str(exc)) from exc
+    out.print(public)
+    if args.action == "new":
+        console.print(
+            "a governance owner lists it in governance.yml, then puts that policy in force:\n"
+            f"  approval:\n    approvers:\n      - name: {args.name}\n        key: {public}\n"
+            "  shelfguard policy approve governance.yml --by OWNER"
+        )
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard policy approve [FILE] --by NAME`` / ``shelfguard policy show``."""
+    from shelfguard.ledger import PolicyApprovalRecord
+    from shelfguard.policy import PolicyError
+    from shelfguard.policy_approval import PolicyApprovalError, approve, in_force
+
+    ledger = _ledger(settings)
+    record: PolicyApprovalRecord | None = None
+    try:
+        if args.action == "approve":
+            signer = _signer(args.by)
+            path = Path(args.file) if args.file else None
+            record = approve(ledger, path, signer, comment=args.comment)
+            current = in_force(ledger)
+        else:
+            current = in_force(ledger)
+            record = None if current is None else current.record
+    except (PolicyError, PolicyApprovalError) as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    if record is None or current is None:
+        if args.json:
+            out.print_json(json.dumps({"in_force": None}))
+            return 0
+        out.print("no policy is in force yet (`shelfguard policy approve FILE --by NAME`)")
+        return 0
+    approvers = [
+        {"name": name, "key": current.policy.approval.key_of(name)}
+        for name in current.policy.approval.approvers
+    ]
+    payload = {
+        "in_force": record.policy_sha256,
+        "source": current.policy.path,
+        "approved_by": record.approved_by,
+        "approved_at": record.approved_at.isoformat(),
+        "via": record.via,
+        "previous": record.previous_sha256,
+        "approvers": approvers,
+    }
+    if args.json:
+        out.print_json(json.dumps(payload))
+        return 0
+    out.print(
+        f"policy in force: {record.policy_sha256[:12]} ({current.policy.path}), approved by "
+        f"{record.approved_by} ({record.via}) at {record.approved_at:%Y-%m-%d %H:%M}Z"
+    )
+    for entry in approvers:
+        out.print(f"  approver {entry['name']}: {entry['key'] or 'no key (Airflow only)'}")
     return 0
 
 
@@ -840,7 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
         "purge", help="delete a blocked batch's raw and quarantined rows (recorded)"
     )
     purge.add_argument("batch_id", help="a blocked batch, from `shelfguard batches`")
-    purge.add_argument("--by", required=True, help="who purges it (kept in the ledger)")
+    purge.add_argument(
+        "--by", required=True, help="who purges it: an approver, signing with their key"
+    )
     purge.add_argument("--reason", required=True, help="why (kept in the ledger)")
     purge.add_argument("--json", action="store_true", help="print the purged batch as JSON")
     purge.set_defaults(func=cmd_batches)
@@ -868,7 +994,9 @@ def build_parser() -> argparse.ArgumentParser:
         decide = sub.add_parser(verb, help=f"{what} the promotion a run waits for")
         decide.add_argument("run_id", help="the run id from `shelfguard status`, or `latest`")
         decide.add_argument(
-            "--by", required=True, help="your name, as listed in approval.approvers"
+            "--by",
+            required=True,
+            help="your name, as listed in approval.approvers; signs with your key",
         )
         decide.add_argument("--comment", default="", help="why (kept in the ledger)")
         decide.set_defaults(func=cmd_decide)
@@ -876,10 +1004,38 @@ def build_parser() -> argparse.ArgumentParser:
     back = sub.add_parser("rollback", help="move the champion back to an earlier approved pair")
     back.add_argument("--to", type=int, default=None, help="version (default: the one before)")
     back.add_argument(
-        "--by", required=True, help="who rolls back: an approver of the policy in force"
+        "--by",
+        required=True,
+        help="who rolls back: an approver of the policy in force, signing with their key",
     )
     back.add_argument("--reason", default="", help="why (kept in alias_history)")
     back.set_defaults(func=cmd_rollback)
+
+    keys = sub.add_parser("keys", help="your personal signing key for decisions")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    key_new = keys_sub.add_parser("new", help="make a key pair; prints the public key")
+    key_new.add_argument("name", help="your approver name")
+    key_new.add_argument("--force", action="store_true", help="replace an existing key")
+    key_new.set_defaults(func=cmd_keys)
+    key_show = keys_sub.add_parser("show", help="print the public key of NAME's key pair")
+    key_show.add_argument("name", help="an approver name")
+    key_show.set_defaults(func=cmd_keys)
+
+    pol = sub.add_parser("policy", help="the policy in force, and putting a new one in force")
+    pol_sub = pol.add_subparsers(dest="action", required=True)
+    pol_approve = pol_sub.add_parser(
+        "approve", help="put a policy file in force (a signed decision of an approver)"
+    )
+    pol_approve.add_argument(
+        "file", nargs="?", default=None, help="policy file (default: $SHELFGUARD_POLICY)"
+    )
+    pol_approve.add_argument("--by", required=True, help="your approver name; signs with your key")
+    pol_approve.add_argument("--comment", default="", help="why (kept in the ledger)")
+    pol_approve.add_argument("--json", action="store_true", help="print as JSON")
+    pol_approve.set_defaults(func=cmd_policy)
+    pol_show = pol_sub.add_parser("show", help="the policy in force and who approved it")
+    pol_show.add_argument("--json", action="store_true", help="print as JSON")
+    pol_show.set_defaults(func=cmd_policy)
 
     search = sub.add_parser("search", help="search the catalog with the champion model and index")
     search.add_argument("query", help="what a shopper would type")

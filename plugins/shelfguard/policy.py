@@ -38,6 +38,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node
@@ -90,6 +91,20 @@ def _name(value: str) -> str:
 
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_name)]
 Key = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
+
+def _public_key(value: str) -> str:
+    from shelfguard.signing import SigningError, parse_public_key
+
+    try:
+        parse_public_key(value)
+    except SigningError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+#: An approver's public key, as ``shelfguard keys new`` prints it: ``ed25519:<base64>``.
+PublicKey = Annotated[str, Field(max_length=60), AfterValidator(_public_key)]
 
 
 def _default_min_pairs() -> dict[Split, int]:
@@ -194,8 +209,42 @@ class ApprovalPolicy(_Strict):
         description="no answer by then means rejected",
     )
     #: At least one whenever a person must decide (``mode`` or ``index_refresh`` required).
-    #: Declared after both, so that its validator sees them.
+    #: Declared after both, so that its validator sees them. In the YAML each entry is a
+    #: name (who decides through Airflow's auth manager) or ``{name: NAME, key: ed25519:…}``
+    #: (who may also decide on the command line, signing with that key): the keys are
+    #: split off into :attr:`keys`.
     approvers: list[Name] = Field(default_factory=list, max_length=MAX_NAMES, validate_default=True)
+    #: The public key of each approver who listed one (set from ``approvers``, not by hand).
+    keys: dict[Name, PublicKey] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "approvers" not in data:
+            if isinstance(data, dict) and "keys" in data:
+                raise ValueError("keys are listed with their approver: {name: NAME, key: KEY}")
+            return data
+        if "keys" in data:
+            raise ValueError("keys are listed with their approver: {name: NAME, key: KEY}")
+        entries = data["approvers"]
+        if not isinstance(entries, list):
+            return data
+        names: list[Any] = []
+        keys: dict[str, Any] = {}
+        for entry in entries:
+            if isinstance(entry, dict):
+                unknown = sorted(str(k) for k in entry if k not in ("name", "key"))
+                if unknown or "name" not in entry:
+                    raise ValueError(
+                        "an approver is a name or {name: NAME, key: 'ed25519:…'}"
+                        + (f" (unknown: {_clip(', '.join(unknown), 40)})" if unknown else "")
+                    )
+                names.append(entry["name"])
+                if "key" in entry and isinstance(entry["name"], str):
+                    keys[entry["name"]] = entry["key"]
+            else:
+                names.append(entry)
+        return {**data, "approvers": names, "keys": keys}
 
     @field_validator("approvers")
     @classmethod
@@ -205,7 +254,19 @@ class ApprovalPolicy(_Strict):
             raise ValueError(
                 f"needs at least one approver when approval.{requiring[0]} is 'required'"
             )
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"lists {_clip(', '.join(repeated), 60)} more than once")
         return value
+
+    @property
+    def development(self) -> bool:
+        """Nobody decides (``mode`` and ``index_refresh`` auto): the embedded demo's policy."""
+        return self.mode == "auto" and self.index_refresh == "auto" and not self.keys
+
+    def key_of(self, name: str) -> str | None:
+        """The public key the policy lists for approver ``name``, if any."""
+        return self.keys.get(name) if name in self.approvers else None
 
 
 class Policy(_Strict):

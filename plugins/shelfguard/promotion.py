@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shelfguard import signing
 from shelfguard.ledger import (
     AliasRecord,
     ApprovalRecord,
@@ -139,7 +140,27 @@ def _approval_problems(
             problems.append(
                 f"approval: {approval.decided_by} is not an approver of the run's policy"
             )
+    if approval.via == "cli":
+        problems.extend(_signature_problems(approval, policy))
     return problems
+
+
+def _signature_problems(approval: ApprovalRecord, policy: Policy) -> list[str]:
+    """A command-line decision must carry its author's signature, made with the key the
+    run's policy lists for them, over exactly what the ledger records."""
+    expected = signing.decision_statement(
+        "approve" if approval.decision == "approved" else "reject",
+        approval.decided_by,
+        approval.decided_at,
+        run_id=approval.run_id,
+        model_sha256=approval.model_sha256,
+        index_sha256=approval.index_sha256,
+        policy_sha256=approval.policy_sha256,
+    )
+    problem = signing.check_envelope(
+        approval.attestation, expected, policy.approval.key_of(approval.decided_by)
+    )
+    return [] if problem is None else [f"approval: {approval.decided_by}'s signature: {problem}"]
 
 
 def _gate_problems(
@@ -260,25 +281,22 @@ def rollback(
     ledger: Ledger,
     policy: Policy,
     *,
-    moved_by: str,
+    signer: signing.Signer,
     to_version: int | None = None,
     reason: str = "",
 ) -> AliasRecord:
     """Move ``champion`` back to the pair of an earlier version (default: the one before now).
 
-    Only an approver of ``policy`` (the policy in force) may roll back. The target pair
-    must have been approved once; the move is recorded in ``alias_history`` as a rollback.
+    Only an approver of ``policy`` (the policy in force) may roll back, signing the move
+    with the key the policy lists for them. The target pair must have been approved
+    once; the move is recorded in ``alias_history`` as a rollback, with the signature.
     A ledger that fails verification refuses before anything is read from it.
     """
-    if moved_by not in policy.approval.approvers:
-        listed = ", ".join(policy.approval.approvers) or "none"
-        raise PromotionRefused(
-            "rollback",
-            [
-                f"{moved_by or 'nobody'} is not an approver in {policy.path or 'the policy'} "
-                f"(approvers: {listed})"
-            ],
-        )
+    from shelfguard.policy_approval import signer_problem
+
+    problem = signer_problem(policy, signer, "roll back the champion")
+    if problem:
+        raise PromotionRefused("rollback", [problem])
     require_intact_ledger(ledger, "rollback")
     current = ledger.get_alias(ALIAS)
     if current is None:
@@ -314,13 +332,27 @@ def rollback(
         raise PromotionRefused(
             "rollback", [f"version {target.version}'s model + index pair was never approved"]
         )
+    at = signing.signing_time()
+    envelope = signer.sign(
+        signing.rollback_statement(
+            signer.name,
+            at,
+            alias=ALIAS,
+            version=current.version + 1,
+            model_sha256=model.sha256,
+            index_sha256=index.sha256,
+            policy_sha256=policy.sha256,
+        )
+    )
     return ledger.move_alias(
         ALIAS,
         model.id,
         index.id,
-        moved_by=moved_by,
+        moved_by=signer.name,
         reason=reason or f"rollback to version {target.version}",
         action="rollback",
         run_id=target.run_id,
         expected_version=current.version,
+        moved_at=at,
+        attestation=envelope,
     )

@@ -36,6 +36,8 @@ from typing import Any
 
 from shelfguard.config import Settings
 from shelfguard.ledger import BatchRecord, Ledger
+from shelfguard.policy import Policy
+from shelfguard.signing import Signer, purge_statement, signing_time
 
 GOVERNANCE = "governance"
 MARTS = "marts"
@@ -442,17 +444,28 @@ def land(
 
 
 def purge(
-    settings: Settings, ledger: Ledger, batch_id: str, *, by: str, reason: str
+    settings: Settings,
+    ledger: Ledger,
+    batch_id: str,
+    *,
+    signer: Signer,
+    policy: Policy,
+    reason: str,
 ) -> tuple[BatchRecord, list[PurgedFile]]:
     """Delete a blocked batch's raw and quarantined rows and record the purge in the ledger.
 
-    Only a blocked batch can be purged. The warehouse rows go first, in one transaction;
-    the ledger then marks the batch ``purged`` (who, why, what was deleted) and forgets
-    the purged files' load records, so the same content can land again later. A purge
-    interrupted between the two is finished by running it again.
+    Only a blocked batch can be purged, and only by an approver of ``policy`` (the policy
+    in force) signing with the key it lists for them. The warehouse rows go first, in one
+    transaction; the ledger then marks the batch ``purged`` (who, why, what was deleted,
+    the signed statement) and forgets the purged files' load records, so the same content
+    can land again later. A purge interrupted between the two is finished by running it
+    again.
     """
-    if not by.strip():
-        raise PublicationError("say who purges the batch (--by NAME)")
+    from shelfguard.policy_approval import signer_problem
+
+    problem = signer_problem(policy, signer, "purge batches")
+    if problem:
+        raise PublicationError(problem)
     if not reason.strip():
         raise PublicationError("say why the batch is purged (--reason TEXT)")
     batch = ledger.get_batch(batch_id)
@@ -470,5 +483,11 @@ def purge(
     for f in purged:
         if not f.kept_because:
             ledger.forget_ingested_file(f"raw.{f.table}", f.sha256)
-    record = ledger.set_batch_state(batch_id, "purged", actor=by.strip(), reason=summary)
+    at = signing_time()
+    envelope = signer.sign(
+        purge_statement(signer.name, at, batch_id=batch_id, policy_sha256=policy.sha256)
+    )
+    record = ledger.set_batch_state(
+        batch_id, "purged", actor=signer.name, reason=summary, at=at, attestation=envelope
+    )
     return record, purged

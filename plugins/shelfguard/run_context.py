@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from upath import UPath
@@ -27,13 +28,19 @@ class RunContextError(RuntimeError):
     """The run is not in the ledger, or its pinned policy cannot be found."""
 
 
-def pin_policy(ledger: Ledger) -> Policy:
+def pin_policy(ledger: Ledger, home: Path) -> Policy:
     """Read the policy file once and keep its bytes in the ledger; return what was pinned.
 
     The policy returned is the one validated from exactly the bytes stored, so it is what
-    every later task parses back.
+    every later task parses back. It must be the policy in force
+    (:func:`shelfguard.policy_approval.require_in_force`, which raises
+    :class:`~shelfguard.policy_approval.PolicyApprovalError` otherwise; ``home`` holds
+    the embedded set-up's key that puts a development policy in force).
     """
+    from shelfguard.policy_approval import require_in_force
+
     pinned, data = load_policy_with_bytes()
+    require_in_force(ledger, pinned, data, home)
     ledger.pin_policy(pinned.sha256, data.decode("utf-8"), pinned.path)
     return pinned
 

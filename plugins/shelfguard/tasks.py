@@ -58,7 +58,12 @@ def start_run(context: Mapping[str, Any]) -> str:
     run_id, dag_id = _run_ids(context)
     conf = _conf(context)
     ledger = open_ledger(settings.ledger_url)
-    policy = pin_policy(ledger)
+    from shelfguard.policy_approval import PolicyApprovalError
+
+    try:
+        policy = pin_policy(ledger, settings.home)
+    except PolicyApprovalError as exc:
+        raise AirflowFailException(f"the run refuses its policy: {exc}") from exc
     lineage: dict[str, Any] = {
         "code_version": code_version(),
         "request_id": conf.get("request_id"),

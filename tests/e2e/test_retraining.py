@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from signing_support import approvers, write_keys
 
 from shelfguard.config import load_settings, project_root
 from shelfguard.generator import generate
@@ -36,9 +37,15 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 QUERY = "solid wood coffee table"
 
 
+#: Signs every test policy into force; the other people sign their own decisions.
+OWNER = "governance-owner"
+PEOPLE = (OWNER, "alice", "bob", "carol")
+
+
 def _env(home: Path, policy: Path | None = None, user: str = "carol") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHELFGUARD_", "AIRFLOW"))}
-    env.update(SHELFGUARD_HOME=str(home), USER=user)
+    # Everyone's personal keys sit beside the home (each person would have their own).
+    env.update(SHELFGUARD_HOME=str(home), USER=user, SHELFGUARD_KEYS_DIR=str(home.parent / "keys"))
     if policy is not None:
         env["SHELFGUARD_POLICY"] = str(policy)
     return env
@@ -56,7 +63,16 @@ def shelfguard(home: Path, *args: str, policy: Path | None = None) -> tuple[int,
     return result.returncode, json.loads(result.stdout)
 
 
+def put_in_force(home: Path, policy: Path) -> Path:
+    """The governance owner signs ``policy`` into force (runs refuse any other)."""
+    approved = cli(home, "policy", "approve", str(policy), "--by", OWNER)
+    assert approved.returncode == 0, approved.stderr
+    return policy
+
+
 def retrain(home: Path, policy: Path | None = None, **train: object) -> tuple[int, dict[str, Any]]:
+    if policy is not None:
+        put_in_force(home, policy)
     args = ["run", "search_model_retraining", "--json"]
     if train:
         args += ["--conf", json.dumps({"train": train})]
@@ -73,6 +89,16 @@ def write_policy(path: Path, evaluation: dict[str, Any] | None = None, **approva
     policy["evaluation"].update(evaluation or {})
     policy["index"]["min_canary_hit_rate"] = 0.0
     policy["approval"].update(approval)
+    names = dict.fromkeys([OWNER, *policy["approval"].get("approvers", [])])
+    policy["approval"]["approvers"] = approvers(*names)
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    return path
+
+
+def keyed_default(path: Path) -> Path:
+    """The project's own policy, with the governance owner's key listed."""
+    policy = yaml.safe_load((project_root() / "governance.yml").read_text())
+    policy["approval"]["approvers"] = approvers(OWNER)
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     return path
 
@@ -93,6 +119,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("retraining")
     data = generate(root / "data", products=600, seed=5)
     home = root / "home"
+    write_keys(root / "keys", *PEOPLE)
     code, outcome = shelfguard(
         home, "run", "catalog_refresh", "--source", str(data.out_dir), "--json"
     )
@@ -261,6 +288,7 @@ def test_a_failed_gate_marked_success_in_airflow_does_not_promote(
 
 
 def run_in_background(home: Path, policy: Path, tiny_model: str) -> subprocess.Popen[str]:
+    put_in_force(home, policy)
     conf = json.dumps({"train": {"base_model": tiny_model}})
     return subprocess.Popen(
         [CLI, "run", "search_model_retraining", "--json", "--conf", conf],
@@ -342,7 +370,7 @@ def test_promotion_then_rollback_restores_the_pair_and_its_answers(
     assert after["index"]["sha256"] != before["index"]["sha256"]
     assert hits(home) != answers_before
 
-    # Only an approver of the policy in force (governance.yml: governance-owner) rolls back.
+    # Only an approver of the policy in force (governance-owner) rolls back, with their key.
     refused = cli(home, "rollback", "--by", "bob", "--reason", "worse answers")
     assert refused.returncode == 2 and "bob is not an approver" in refused.stderr, refused
     assert champion(home) == after
@@ -355,10 +383,12 @@ def test_promotion_then_rollback_restores_the_pair_and_its_answers(
 
 
 def test_catalog_refresh_reencodes_only_the_changed_products(
-    store: dict[str, Path], first: dict[str, Any]
+    store: dict[str, Path], first: dict[str, Any], tmp_path: Path
 ) -> None:
     home = store["home"]
     before = champion(home)
+    # Earlier tests put keyed policies in force: the project's own one needs a signature too.
+    policy = put_in_force(home, keyed_default(tmp_path / "governance.yml"))
     source = store["root"] / "changed"
     source.mkdir()
     for path in store["data"].iterdir():
@@ -375,7 +405,9 @@ def test_catalog_refresh_reencodes_only_the_changed_products(
         lines[i] = "\t".join(fields)
     (source / "product.csv").write_text("".join(lines), encoding="utf-8")
 
-    code, outcome = shelfguard(home, "run", "catalog_refresh", "--source", str(source), "--json")
+    code, outcome = shelfguard(
+        home, "run", "catalog_refresh", "--source", str(source), "--json", policy=policy
+    )
     assert (code, outcome["outcome"]) == (0, "OK"), outcome
     assert "index refreshed" in outcome["message"]
     _, report = shelfguard(home, "report", outcome["run_id"], "--json")

@@ -35,6 +35,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from signing_support import approvers, write_keys
 
 from shelfguard.config import project_root
 from shelfguard.generator import generate
@@ -73,7 +74,11 @@ elif step == "export":
 
 def _env(home: Path, policy: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHELFGUARD_", "AIRFLOW"))}
-    env.update(SHELFGUARD_HOME=str(home), SHELFGUARD_POLICY=str(policy))
+    env.update(
+        SHELFGUARD_HOME=str(home),
+        SHELFGUARD_POLICY=str(policy),
+        SHELFGUARD_KEYS_DIR=str(home.parent / "keys"),
+    )
     return env
 
 
@@ -389,6 +394,25 @@ def test_the_trigger_comes_from_the_runner_not_from_the_conf(story: dict[str, An
 def test_a_blocked_batch_can_be_purged_and_the_purge_is_recorded(story: dict[str, Any]) -> None:
     # Last in the module: it deletes the blocked batch's rows.
     home, policy = story["home"], story["policy"]
+    # Purging is a signed decision of an approver of the policy in force: the data
+    # protection officer is listed with their key, and signs that policy into force.
+    write_keys(home.parent / "keys", "dpo", "mallory")
+    keyed = yaml.safe_load(policy.read_text())
+    keyed["approval"]["approvers"] = approvers("governance-owner", "dpo")
+    policy = home.parent / "governance-keyed.yml"
+    policy.write_text(yaml.safe_dump(keyed), encoding="utf-8")
+    code, in_force = shelfguard(
+        home, policy, "policy", "approve", str(policy), "--by", "dpo", "--json"
+    )
+    assert code == 0 and in_force["approved_by"] == "dpo", in_force
+    stranger = subprocess.run(
+        [CLI, "batches", "purge", "batch-x", "--by", "mallory", "--reason", "r"],
+        capture_output=True,
+        text=True,
+        env=_env(home, policy),
+        timeout=120,
+    )
+    assert stranger.returncode == 2 and "mallory is not an approver" in stranger.stderr
     _, batches = shelfguard(home, policy, "batches", "--json")
     by_run = {b["run_id"]: b for b in batches}
     blocked, published = by_run[story["blocked"]["run_id"]], by_run[story["week1"]["run_id"]]
@@ -423,5 +447,9 @@ def test_a_blocked_batch_can_be_purged_and_the_purge_is_recorded(story: dict[str
     assert warehouse(home, f"select count(*) from raw.search_log where query = '{SECRET}'") == [
         (0,)
     ]
-    # The published data is untouched.
+    # The published data is untouched, and the signed purge verifies.
     assert published_marts(home) == story["marts_after_week3"]
+    verified = subprocess.run(
+        [CLI, "verify"], capture_output=True, text=True, env=_env(home, policy)
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -51,11 +51,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from signing_support import approvers, signer
 
 from shelfguard.config import load_settings, project_root
 from shelfguard.generator import generate
 from shelfguard.ledger import open_ledger
 from shelfguard.lineage import ledger_run_id
+from shelfguard.policy_approval import approve
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(1200)]
 
@@ -128,7 +130,7 @@ def write_policy(path: Path, timeout_minutes: float) -> Path:
     )
     policy["index"]["min_canary_hit_rate"] = 0.0
     policy["approval"].update(
-        mode="required", approvers=["governance-owner"], timeout_minutes=timeout_minutes
+        mode="required", approvers=approvers("governance-owner"), timeout_minutes=timeout_minutes
     )
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     return path
@@ -393,7 +395,10 @@ def stack(
         # What airflow-init does: migrations (the ledger's too) before any service starts.
         settings = load_settings(env)
         settings.ensure_dirs()
-        open_ledger(ledger_url).dispose()
+        ledger = open_ledger(ledger_url)
+        # The governance owner signs the production policy into force (runs refuse it before).
+        approve(ledger, policy, signer("governance-owner"), comment="production policy")
+        ledger.dispose()
         from shelfguard.embedded import ensure_dbt_manifest
 
         ensure_dbt_manifest(settings)

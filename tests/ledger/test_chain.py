@@ -9,20 +9,29 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from signing_support import approvers, signer
 
 from shelfguard.approval import record_decision
 from shelfguard.config import Settings
 from shelfguard.ledger import Ledger, LedgerTampered, alembic_config, open_ledger
-from shelfguard.policy import Policy
+from shelfguard.policy import parse_policy
 from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
-POLICY = Policy(
-    version=1,
-    required_gates=GATES,
-    approval={"mode": "required", "approvers": ["alice", "bob"]},
-    sha256="p" * 64,
+#: The run's policy, as bytes the ledger keeps: signatures are checked against its keys.
+POLICY_TEXT = json.dumps(
+    {
+        "version": 1,
+        "required_gates": GATES,
+        "approval": {"mode": "required", "approvers": approvers("alice", "bob")},
+    }
 )
+POLICY = parse_policy(POLICY_TEXT.encode(), "governance.yml")
+
+
+def _pinned(ledger: Ledger) -> Ledger:
+    ledger.pin_policy(POLICY.sha256, POLICY_TEXT, POLICY.path)
+    return ledger
 
 
 def _reset_postgres(url: str) -> None:
@@ -43,7 +52,7 @@ def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledge
     else:
         url = request.getfixturevalue("postgres_url")
         _reset_postgres(url)
-    store = open_ledger(url)
+    store = _pinned(open_ledger(url))
     yield store
     store.dispose()
 
@@ -51,7 +60,7 @@ def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledge
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A migrated SQLite ledger (the embedded runtime, whose file an attacker can edit)."""
-    store = open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    store = _pinned(open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}"))
     yield store
     store.dispose()
 
@@ -80,16 +89,18 @@ def _history(ledger: Ledger) -> dict[str, str]:
     run_a = _retraining_run(ledger, "a", evaluation="fail")
     # A replaced verdict: the new one gets its own chain entry.
     ledger.record_gate(run_a, "evaluation", "pass", subject="model:m-a", metrics={"ndcg": 0.5})
-    record_decision(ledger, POLICY, run_a, "approved", "alice", via="cli")
+    record_decision(ledger, POLICY, run_a, "approved", "alice", via="cli", signer=signer("alice"))
     promote(ledger, POLICY, run_a)
     run_b = _retraining_run(ledger, "b")
-    record_decision(ledger, POLICY, run_b, "rejected", "bob", via="cli", comment="wait")
-    record_decision(ledger, POLICY, run_b, "approved", "alice", via="cli")
+    record_decision(
+        ledger, POLICY, run_b, "rejected", "bob", via="cli", signer=signer("bob"), comment="wait"
+    )
+    record_decision(ledger, POLICY, run_b, "approved", "alice", via="cli", signer=signer("alice"))
     promote(ledger, POLICY, run_b)
-    rollback(ledger, POLICY, moved_by="bob", reason="b answers worse")
+    rollback(ledger, POLICY, signer=signer("bob"), reason="b answers worse")
     bad = _retraining_run(ledger, "bad", evaluation="fail")
     run_c = _retraining_run(ledger, "c")
-    record_decision(ledger, POLICY, run_c, "approved", "alice", via="cli")
+    record_decision(ledger, POLICY, run_c, "approved", "alice", via="cli", signer=signer("alice"))
     return {"a": run_a, "b": run_b, "bad": bad, "c": run_c}
 
 
@@ -126,7 +137,9 @@ def test_no_op_writes_append_nothing(ledger: Ledger) -> None:
     runs = _history(ledger)
     before = _count(ledger, "chain")
     ledger.record_gate(runs["c"], "index", "pass", subject="index:i-c")  # same verdict again
-    record_decision(ledger, POLICY, runs["c"], "approved", "alice", via="cli")  # a retry
+    record_decision(
+        ledger, POLICY, runs["c"], "approved", "alice", via="cli", signer=signer("alice")
+    )  # a retry
     champion = ledger.get_alias()
     assert champion is not None
     ledger.move_alias("champion", champion.model.id, champion.index.id, moved_by="x", reason="r")
@@ -232,7 +245,7 @@ def test_each_attack_is_named_and_refuses_promotion_and_rollback(
     assert refused.value.tampered
     assert f"{table} row {row_id}" in refused.value.missing[0]
     with pytest.raises(PromotionRefused) as refused:
-        rollback(ledger, POLICY, moved_by="bob", to_version=2)
+        rollback(ledger, POLICY, signer=signer("bob"), to_version=2)
     assert refused.value.tampered
     assert ledger.get_alias() is not None
 
@@ -301,7 +314,7 @@ def test_cli_verify_status_and_search_exit_codes(
 ) -> None:
     from shelfguard.cli import main
 
-    ledger = open_ledger(sg_home.ledger_url)
+    ledger = _pinned(open_ledger(sg_home.ledger_url))
     try:
         _history(ledger)
     finally:

@@ -110,7 +110,7 @@ def test_migrate_twice_is_a_no_op_and_matches_the_models(ledger: Ledger) -> None
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "compare_server_default": True}
         )
-        assert context.get_current_revision() == head == "0004"
+        assert context.get_current_revision() == head == "0005"
         assert compare_metadata(context, Base.metadata) == []
         inspector = sa.inspect(connection)
         tables = set(inspector.get_table_names())
@@ -127,7 +127,7 @@ def test_migrate_twice_is_a_no_op_and_matches_the_models(ledger: Ledger) -> None
         if isinstance(constraint, sa.CheckConstraint)
     }
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
-    assert len(declared) == 8
+    assert len(declared) == 9
     assert _allowed_values(migrated) == _allowed_values(declared)
     assert _count(ledger, "artifacts") == 1
 

@@ -26,6 +26,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [n for n in os.environ if n.startswith("SHELFGUARD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SHELFGUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHELFGUARD_KEYS_DIR", str(tmp_path / "keys"))
     return tmp_path
 
 
@@ -82,6 +83,12 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["reject", "latest", "--by", "bob"], 2),
         (["rollback", "--by", "governance-owner"], 2),
         (["rollback", "--by", "mallory"], 2),
+        (["keys", "new", "../../etc/evil"], 2),
+        (["keys", "new", ""], 2),
+        (["keys", "show", "nobody"], 2),
+        (["policy", "approve", str(tmp / "missing.yml"), "--by", "nobody"], 2),
+        (["policy", "approve", "--by", "../x"], 2),
+        (["policy", "nonsense"], 2),
         (["search", ""], 2),
         (["search", "oak", "-k", "0"], 2),
         (["search", "oak"], 2),

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
+from signing_support import approvers, signer
 
 from shelfguard.approval import hitl_operator
 from shelfguard.config import load_settings, project_root
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.policy_approval import approve
 from shelfguard.run_context import pin_policy
 
 DAG_ID = "search_model_retraining"
@@ -24,7 +26,9 @@ RUN_ID = f"{DAG_ID}/{AIRFLOW_RUN}"
 @pytest.fixture
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     policy = yaml.safe_load((project_root() / "governance.yml").read_text())
-    policy["approval"].update(mode="required", approvers=["bob"], timeout_minutes=5)
+    # bob answers in Airflow (its auth manager verifies him); the owner signs the policy.
+    owner = approvers("governance-owner")
+    policy["approval"].update(mode="required", approvers=[*owner, "bob"], timeout_minutes=5)
     (tmp_path / "governance.yml").write_text(yaml.safe_dump(policy))
     monkeypatch.setenv("SHELFGUARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SHELFGUARD_POLICY", str(tmp_path / "governance.yml"))
@@ -32,7 +36,8 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     settings.ensure_dirs()
     ledger = open_ledger(settings.ledger_url)
     # As the run's start task does: the policy is pinned, and the operator reads it back.
-    pinned = pin_policy(ledger)
+    approve(ledger, tmp_path / "governance.yml", signer("governance-owner"))
+    pinned = pin_policy(ledger, settings.home)
     ledger.start_run(RUN_ID, DAG_ID, triggered_by="carol", lineage={"policy_sha256": pinned.sha256})
     ledger.update_lineage(RUN_ID, model_sha256="m1", index_sha256="i1")
     return ledger

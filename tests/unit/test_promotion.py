@@ -2,25 +2,47 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from signing_support import approvers, signer
 
-from shelfguard.approval import ApprovalError, approve_by_policy, record_decision, wait_for_decision
-from shelfguard.ledger import Ledger, open_ledger
-from shelfguard.policy import Policy
+from shelfguard.approval import (
+    ApprovalError,
+    approve_by_policy,
+    record_decision,
+    wait_for_decision,
+)
+from shelfguard.ledger import ApprovalRecord, Ledger, open_ledger
+from shelfguard.policy import Policy, parse_policy
 from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
 
 
+_TEXTS: dict[str, str] = {}
+
+
 def policy(mode: str = "required", **approval: object) -> Policy:
-    return Policy(
-        version=1,
-        required_gates=GATES,
-        approval={"mode": mode, "approvers": ["alice", "bob"], **approval},
-        sha256="p" * 64,
+    """A policy as a run pins it: parsed from the text the ledger keeps."""
+    text = json.dumps(
+        {
+            "version": 1,
+            "required_gates": GATES,
+            "approval": {"mode": mode, "approvers": approvers("alice", "bob"), **approval},
+        }
     )
+    parsed = parse_policy(text.encode(), "governance.yml")
+    _TEXTS[parsed.sha256] = text
+    return parsed
+
+
+def decide(ledger: Ledger, pol: Policy, *args: Any, **kwargs: Any) -> ApprovalRecord:
+    """``record_decision`` under a policy the ledger holds (as a run's pinned policy is)."""
+    ledger.pin_policy(pol.sha256, _TEXTS[pol.sha256], pol.path)
+    return record_decision(ledger, pol, *args, **kwargs)
 
 
 @pytest.fixture
@@ -80,7 +102,7 @@ def test_nothing_recorded_lists_every_missing_piece(ledger: Ledger) -> None:
 def test_approved_run_promotes_model_and_index_together(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "a")
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     alias = promote(ledger, policy(), run_id)
     assert (alias.version, alias.model.sha256, alias.index.sha256) == (1, "m-a", "i-a")
     (move,) = ledger.alias_history()
@@ -92,7 +114,7 @@ def test_approved_run_promotes_model_and_index_together(ledger: Ledger) -> None:
 def test_failed_gate_refuses_even_when_approved(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "bad", evaluation="fail")
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     with pytest.raises(PromotionRefused) as refused:
         promote(ledger, policy(), run_id)
     assert "gate evaluation: no passing verdict for model:m-bad" in refused.value.missing
@@ -103,7 +125,7 @@ def test_failed_gate_refuses_even_when_approved(ledger: Ledger) -> None:
 def test_data_gates_must_have_passed_for_the_snapshot_trained_on(ledger: Ledger) -> None:
     refresh_run(ledger, "snap1")
     run_id = retraining_run(ledger, "x", snapshot="snap2")
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     with pytest.raises(PromotionRefused) as refused:
         check_promotion(ledger, policy(), run_id)
     missing = refused.value.missing
@@ -114,7 +136,7 @@ def test_data_gates_must_have_passed_for_the_snapshot_trained_on(ledger: Ledger)
 def test_index_built_by_another_model_is_refused(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "mixed", index_model="m-other")
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     with pytest.raises(PromotionRefused) as refused:
         check_promotion(ledger, policy(), run_id)
     assert any(m.startswith("pairing: index i-mixed") for m in refused.value.missing)
@@ -123,26 +145,35 @@ def test_index_built_by_another_model_is_refused(ledger: Ledger) -> None:
 def test_rejection_and_changed_mind(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "r")
-    record_decision(ledger, policy(), run_id, "rejected", "bob", via="cli", comment="not now")
+    decide(
+        ledger,
+        policy(),
+        run_id,
+        "rejected",
+        "bob",
+        via="cli",
+        signer=signer("bob"),
+        comment="not now",
+    )
     with pytest.raises(PromotionRefused, match="bob rejected it"):
         promote(ledger, policy(), run_id)
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     assert promote(ledger, policy(), run_id).model.sha256 == "m-r"
 
 
 def test_who_may_decide(ledger: Ledger) -> None:
     refresh_run(ledger)
     run_id = retraining_run(ledger, "who")
-    with_carol = policy(approvers=["alice", "bob", "carol"])
+    with_carol = policy(approvers=approvers("alice", "bob", "carol"))
     with pytest.raises(ApprovalError, match="carol triggered run"):
-        record_decision(ledger, with_carol, run_id, "approved", "carol", via="cli")
+        decide(ledger, with_carol, run_id, "approved", "carol", via="cli", signer=signer("carol"))
     with pytest.raises(ApprovalError, match="mallory is not an approver"):
-        record_decision(ledger, policy(), run_id, "approved", "mallory", via="cli")
+        decide(ledger, policy(), run_id, "approved", "mallory", via="cli", signer=signer("mallory"))
     with pytest.raises(ApprovalError, match="not in the ledger"):
-        record_decision(ledger, policy(), "nope", "approved", "alice", via="cli")
+        decide(ledger, policy(), "nope", "approved", "alice", via="cli", signer=signer("alice"))
     # Rejecting is a decision too: a non-approver cannot end a run REJECTED.
     with pytest.raises(ApprovalError, match="mallory is not an approver"):
-        record_decision(ledger, policy(), run_id, "rejected", "mallory", via="cli")
+        decide(ledger, policy(), run_id, "rejected", "mallory", via="cli", signer=signer("mallory"))
     assert ledger.approvals(run_id) == []
 
 
@@ -150,13 +181,14 @@ def test_an_approval_under_another_policy_is_refused_at_promotion(ledger: Ledger
     # mallory is listed only in a policy file made for the purpose.
     refresh_run(ledger)
     run_id = retraining_run(ledger, "forged")
-    forged = policy(approvers=["mallory"]).model_copy(update={"sha256": "f" * 64})
-    record_decision(ledger, forged, run_id, "approved", "mallory", via="cli")
+    forged = policy(approvers=approvers("mallory"))
+    decide(ledger, forged, run_id, "approved", "mallory", via="cli", signer=signer("mallory"))
     with pytest.raises(PromotionRefused) as refused:
         check_promotion(ledger, policy(), run_id)
     missing = refused.value.missing
     assert any(
-        "approved under policy ffffffffffff, not the run's pppppppppppp" in m for m in missing
+        f"approved under policy {forged.sha256[:12]}, not the run's {policy().sha256[:12]}" in m
+        for m in missing
     )
     assert any("mallory is not an approver of the run's policy" in m for m in missing)
     assert ledger.get_alias("champion") is None
@@ -166,10 +198,10 @@ def test_only_an_approver_may_roll_back(ledger: Ledger) -> None:
     refresh_run(ledger)
     first, second = retraining_run(ledger, "r1"), retraining_run(ledger, "r2")
     for run_id in (first, second):
-        record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+        decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
         promote(ledger, policy(), run_id)
     with pytest.raises(PromotionRefused, match="mallory is not an approver"):
-        rollback(ledger, policy(), moved_by="mallory")
+        rollback(ledger, policy(), signer=signer("mallory"))
     assert ledger.get_alias().model.sha256 == "m-r2"  # type: ignore[union-attr]
 
 
@@ -209,7 +241,7 @@ def test_a_decision_ends_the_wait(ledger: Ledger) -> None:
 
     def sleep(seconds: float) -> None:
         calls.append(seconds)
-        record_decision(ledger, policy(), run_id, "approved", "bob", via="cli")
+        decide(ledger, policy(), run_id, "approved", "bob", via="cli", signer=signer("bob"))
 
     decision = wait_for_decision(ledger, policy(), run_id, timeout_seconds=3600, sleep=sleep)
     assert (decision.decision, decision.decided_by, len(calls)) == ("approved", "bob", 1)
@@ -219,24 +251,24 @@ def test_rollback_goes_back_to_the_previous_approved_pair(ledger: Ledger) -> Non
     refresh_run(ledger)
     first, second = retraining_run(ledger, "v1"), retraining_run(ledger, "v2")
     for run_id in (first, second):
-        record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+        decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
         promote(ledger, policy(), run_id)
     assert ledger.get_alias().model.sha256 == "m-v2"  # type: ignore[union-attr]
-    back = rollback(ledger, policy(), moved_by="bob", reason="v2 answers worse")
+    back = rollback(ledger, policy(), signer=signer("bob"), reason="v2 answers worse")
     assert (back.version, back.model.sha256, back.index.sha256) == (3, "m-v1", "i-v1")
     assert ledger.alias_history()[-1].action == "rollback"
-    forward = rollback(ledger, policy(), moved_by="bob", to_version=2)
+    forward = rollback(ledger, policy(), signer=signer("bob"), to_version=2)
     assert forward.model.sha256 == "m-v2"
     with pytest.raises(PromotionRefused, match="no version 9"):
-        rollback(ledger, policy(), moved_by="bob", to_version=9)
+        rollback(ledger, policy(), signer=signer("bob"), to_version=9)
 
 
 def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
     with pytest.raises(PromotionRefused, match="no champion"):
-        rollback(ledger, policy(), moved_by="bob")
+        rollback(ledger, policy(), signer=signer("bob"))
     refresh_run(ledger)
     run_id = retraining_run(ledger, "only")
-    record_decision(ledger, policy(), run_id, "approved", "alice", via="cli")
+    decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
     promote(ledger, policy(), run_id)
     with pytest.raises(PromotionRefused, match="no earlier version"):
-        rollback(ledger, policy(), moved_by="bob")
+        rollback(ledger, policy(), signer=signer("bob"))

@@ -29,7 +29,7 @@ def test_the_pinned_policy_survives_an_edit_of_the_file(
     settings = load_settings()
     settings.ensure_dirs()
     ledger = open_ledger(settings.ledger_url)
-    pinned = pin_policy(ledger)
+    pinned = pin_policy(ledger, settings.home)
     ledger.start_run("r/1", "catalog_refresh", lineage={"policy_sha256": pinned.sha256})
 
     edited = yaml.safe_load(policy_file.read_text())

@@ -24,7 +24,12 @@ from typing import Any
 #: ``prev_hash`` of the first entry.
 GENESIS = "0" * 64
 #: What an entry can record; the table a kind's ``ref_id`` points into.
-CHAIN_TABLES = {"gate": "gate_results", "approval": "approvals", "alias_move": "alias_history"}
+CHAIN_TABLES = {
+    "gate": "gate_results",
+    "approval": "approvals",
+    "alias_move": "alias_history",
+    "policy_approval": "policy_approvals",
+}
 CHAIN_KINDS = tuple(CHAIN_TABLES)
 
 
@@ -78,7 +83,14 @@ def approval_payload(row: Mapping[str, Any]) -> dict[str, Any]:
         "comment": row["comment"],
         "via": row["via"],
         "policy_sha256": row["policy_sha256"],
+        **_signed(row),
     }
+
+
+def _signed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A signed row's envelope joins its payload; unsigned rows hash as they always did."""
+    envelope = row.get("attestation")
+    return {} if envelope is None else {"attestation": envelope}
 
 
 def alias_move_payload(
@@ -103,6 +115,20 @@ def alias_move_payload(
         "moved_by": row["moved_by"],
         "moved_at": _timestamp(row["moved_at"]),
         "reason": row["reason"],
+        **_signed(row),
+    }
+
+
+def policy_approval_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The chained columns of a ``policy_approvals`` row (its signature included)."""
+    return {
+        "policy_sha256": row["policy_sha256"],
+        "approved_by": row["approved_by"],
+        "approved_at": _timestamp(row["approved_at"]),
+        "via": row["via"],
+        "previous_sha256": row["previous_sha256"],
+        "comment": row["comment"],
+        "attestation": row["attestation"],
     }
 
 

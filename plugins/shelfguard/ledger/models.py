@@ -27,7 +27,10 @@ ALIAS_ACTIONS = ("promote", "rollback")
 #: then published with the marts or blocked by a gate; a blocked batch may be purged.
 BATCH_STATES = ("landed", "gated", "published", "blocked", "purged")
 #: What a hash-chain entry records (see ``shelfguard.ledger.chain``).
-CHAIN_KINDS = ("gate", "approval", "alias_move")
+CHAIN_KINDS = ("gate", "approval", "alias_move", "policy_approval")
+#: How a policy was put in force: signed by an approver, or by the embedded setup
+#: (only a development policy, where nobody decides, is approved that way).
+POLICY_APPROVAL_CHANNELS = ("signed", "setup")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -122,6 +125,8 @@ class Approval(Base):
     comment: Mapped[str] = mapped_column(sa.Text())
     via: Mapped[str] = mapped_column(sa.String())
     policy_sha256: Mapped[str | None] = mapped_column(sa.String())
+    #: The author's signed statement (DSSE envelope) for decisions made on the command line.
+    attestation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class Alias(Base):
@@ -165,6 +170,8 @@ class AliasHistory(Base):
     moved_by: Mapped[str] = mapped_column(sa.String())
     moved_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(sa.Text())
+    #: The author's signed statement, for a rollback made on the command line.
+    attestation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class IngestFile(Base):
@@ -218,6 +225,8 @@ class BatchEvent(Base):
     actor: Mapped[str | None] = mapped_column(sa.String())
     reason: Mapped[str | None] = mapped_column(sa.Text())
     at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    #: The author's signed statement, for a purge made on the command line.
+    attestation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class PolicyVersion(Base):
@@ -229,6 +238,25 @@ class PolicyVersion(Base):
     content: Mapped[str] = mapped_column(sa.Text())
     source: Mapped[str] = mapped_column(sa.String())
     first_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class PolicyApproval(Base):
+    """A policy put in force: by whom, when, replacing which, with their signed statement.
+
+    The policy in force is the one of the newest row; runs refuse any other file.
+    """
+
+    __tablename__ = "policy_approvals"
+    __table_args__ = (_one_of("via", POLICY_APPROVAL_CHANNELS),)
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    policy_sha256: Mapped[str] = mapped_column(sa.ForeignKey("policies.sha256"), index=True)
+    approved_by: Mapped[str] = mapped_column(sa.String())
+    approved_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    via: Mapped[str] = mapped_column(sa.String())
+    previous_sha256: Mapped[str | None] = mapped_column(sa.String())
+    comment: Mapped[str] = mapped_column(sa.Text())
+    attestation: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
 
 
 class Snapshot(Base):

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from shelfguard import signing
 from shelfguard.ledger.chain import (
     CHAIN_TABLES,
     GENESIS,
@@ -37,6 +38,7 @@ from shelfguard.ledger.chain import (
     entry_hash,
     gate_payload,
     payload_sha256,
+    policy_approval_payload,
 )
 from shelfguard.ledger.models import (
     ALIAS_ACTIONS,
@@ -45,6 +47,7 @@ from shelfguard.ledger.models import (
     DECISIONS,
     GATE_STATUSES,
     OUTCOMES,
+    POLICY_APPROVAL_CHANNELS,
     Alias,
     AliasHistory,
     Approval,
@@ -55,6 +58,7 @@ from shelfguard.ledger.models import (
     ChainEntry,
     GateResult,
     IngestFile,
+    PolicyApproval,
     PolicyVersion,
     RetentionPurge,
     Run,
@@ -82,6 +86,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerTampered",
+    "PolicyApprovalRecord",
     "RetentionPurgeRecord",
     "RunRecord",
     "SnapshotRecord",
@@ -218,6 +223,22 @@ class ApprovalRecord:
     comment: str
     via: str
     policy_sha256: str | None
+    #: The author's signed statement (DSSE envelope), for decisions made on the command line.
+    attestation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PolicyApprovalRecord:
+    """A policy put in force: who approved it, when, in place of which, and their signature."""
+
+    id: int
+    policy_sha256: str
+    approved_by: str
+    approved_at: datetime
+    via: str
+    previous_sha256: str | None
+    comment: str
+    attestation: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -249,6 +270,7 @@ class AliasMove:
     moved_by: str
     moved_at: datetime
     reason: str
+    attestation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +305,7 @@ class BatchEventRecord:
     actor: str | None
     reason: str | None
     at: datetime
+    attestation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -451,6 +474,20 @@ def _approval_record(row: Approval) -> ApprovalRecord:
         comment=row.comment,
         via=row.via,
         policy_sha256=row.policy_sha256,
+        attestation=row.attestation,
+    )
+
+
+def _policy_approval_record(row: PolicyApproval) -> PolicyApprovalRecord:
+    return PolicyApprovalRecord(
+        id=row.id,
+        policy_sha256=row.policy_sha256,
+        approved_by=row.approved_by,
+        approved_at=_utc(row.approved_at),
+        via=row.via,
+        previous_sha256=row.previous_sha256,
+        comment=row.comment,
+        attestation=dict(row.attestation),
     )
 
 
@@ -468,6 +505,7 @@ def _alias_move(row: AliasHistory) -> AliasMove:
         moved_by=row.moved_by,
         moved_at=_utc(row.moved_at),
         reason=row.reason,
+        attestation=row.attestation,
     )
 
 
@@ -502,7 +540,12 @@ def _batch_record(row: Batch, events: Sequence[BatchEvent] = ()) -> BatchRecord:
         updated_at=_utc(row.updated_at),
         events=[
             BatchEventRecord(
-                state=e.state, run_id=e.run_id, actor=e.actor, reason=e.reason, at=_utc(e.at)
+                state=e.state,
+                run_id=e.run_id,
+                actor=e.actor,
+                reason=e.reason,
+                at=_utc(e.at),
+                attestation=e.attestation,
             )
             for e in events
         ],
@@ -1056,10 +1099,13 @@ class Ledger:
         reason: str | None = None,
         actor: str | None = None,
         snapshot_id: str | None = None,
+        at: datetime | None = None,
+        attestation: Mapping[str, Any] | None = None,
     ) -> BatchRecord:
         """Move a batch to ``state`` and log the move; an impossible move is refused.
 
-        ``gate`` names the gate that blocked it; ``actor`` the person who purged it.
+        ``gate`` names the gate that blocked it; ``actor`` the person who purged it,
+        ``attestation`` their signed statement made at ``at`` (default: now).
         Setting the state it already has changes nothing and logs nothing.
         """
         _check_choice("batch state", state, BATCH_STATES)
@@ -1071,7 +1117,15 @@ class Ledger:
                 raise LedgerError(f"unknown batch {batch_id!r}: it was never landed")
             if row.state != state:
                 self._move_batch(
-                    session, row, state, run_id=run_id, gate=gate, reason=reason, actor=actor
+                    session,
+                    row,
+                    state,
+                    run_id=run_id,
+                    gate=gate,
+                    reason=reason,
+                    actor=actor,
+                    at=at,
+                    attestation=attestation,
                 )
                 if snapshot_id is not None:
                     row.snapshot_id = snapshot_id
@@ -1088,13 +1142,15 @@ class Ledger:
         gate: str | None = None,
         reason: str | None = None,
         actor: str | None = None,
+        at: datetime | None = None,
+        attestation: Mapping[str, Any] | None = None,
     ) -> None:
         if state not in _BATCH_MOVES[row.state]:
             raise LedgerError(
                 f"batch {row.batch_id} is {row.state}: it cannot become {state}"
                 + (" (only a blocked batch can be purged)" if state == "purged" else "")
             )
-        now = _now()
+        now = _utc(at) if at is not None else _now()
         row.state = state
         row.run_id = run_id if run_id is not None else row.run_id
         row.gate = gate if state == "blocked" else None
@@ -1108,6 +1164,7 @@ class Ledger:
                 actor=actor,
                 reason=reason,
                 at=now,
+                attestation=None if attestation is None else dict(attestation),
             )
         )
 
@@ -1153,6 +1210,70 @@ class Ledger:
         with self._reading() as session:
             row = session.get(PolicyVersion, sha256)
             return None if row is None else (row.content, row.source)
+
+    def record_policy_approval(
+        self,
+        policy_sha256: str,
+        approved_by: str,
+        *,
+        approved_at: datetime,
+        via: str,
+        previous_sha256: str | None,
+        attestation: Mapping[str, Any],
+        comment: str = "",
+    ) -> PolicyApprovalRecord:
+        """Put a pinned policy in force, recording who approved it and their signed statement.
+
+        The policy must have been pinned (:meth:`pin_policy`) first; ``previous_sha256``
+        must be the policy in force now (None when there is none), so two approvals
+        decided from the same state cannot both land.
+        """
+        _check_choice("policy approval channel", via, POLICY_APPROVAL_CHANNELS)
+        if not approved_by:
+            raise LedgerError("a policy approval needs approved_by")
+        with self._writing() as session:
+            self._lock_chain(session)
+            if session.get(PolicyVersion, policy_sha256) is None:
+                raise LedgerError(f"policy {policy_sha256[:12]} is not pinned in the ledger")
+            current = session.execute(
+                sa.select(PolicyApproval.policy_sha256)
+                .order_by(PolicyApproval.id.desc())
+                .limit(1)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if current != previous_sha256:
+                raise LedgerError(
+                    f"the policy in force is {(current or 'none')[:12]}, not "
+                    f"{(previous_sha256 or 'none')[:12]}: it changed since you read it"
+                )
+            row = PolicyApproval(
+                policy_sha256=policy_sha256,
+                approved_by=approved_by,
+                approved_at=_utc(approved_at),
+                via=via,
+                previous_sha256=previous_sha256,
+                comment=comment,
+                attestation=dict(attestation),
+            )
+            session.add(row)
+            session.flush()
+            self._chain(session, "policy_approval", row.id, policy_approval_payload(_columns(row)))
+            return _policy_approval_record(row)
+
+    def policy_approvals(self, sha256: str | None = None) -> list[PolicyApprovalRecord]:
+        """Every policy approval (of one policy, with ``sha256``), oldest first."""
+        query = sa.select(PolicyApproval).order_by(PolicyApproval.id)
+        if sha256 is not None:
+            query = query.where(PolicyApproval.policy_sha256 == sha256)
+        with self._reading() as session:
+            return [_policy_approval_record(row) for row in session.scalars(query)]
+
+    def policy_in_force(self) -> PolicyApprovalRecord | None:
+        """The newest policy approval: its policy is the one in force (None: none yet)."""
+        query = sa.select(PolicyApproval).order_by(PolicyApproval.id.desc()).limit(1)
+        with self._reading() as session:
+            row = session.scalars(query).one_or_none()
+            return None if row is None else _policy_approval_record(row)
 
     def record_snapshot(
         self,
@@ -1215,8 +1336,13 @@ class Ledger:
         via: str,
         comment: str = "",
         policy_sha256: str | None = None,
+        decided_at: datetime | None = None,
+        attestation: Mapping[str, Any] | None = None,
     ) -> ApprovalRecord:
         """Record a decision on promoting this exact model + index pair.
+
+        ``attestation`` is the author's signed statement of the decision, made at
+        ``decided_at`` (default: now), for decisions made on the command line.
 
         Approvals are an append-only log so a changed mind stays visible; a
         retry that repeats the approver's latest decision on the same pair
@@ -1252,10 +1378,11 @@ class Ledger:
                 index_sha256=index_sha256,
                 decision=decision,
                 decided_by=decided_by,
-                decided_at=_now(),
+                decided_at=_utc(decided_at) if decided_at is not None else _now(),
                 comment=comment,
                 via=via,
                 policy_sha256=policy_sha256,
+                attestation=None if attestation is None else dict(attestation),
             )
             session.add(row)
             session.flush()
@@ -1297,8 +1424,13 @@ class Ledger:
         action: str = "promote",
         run_id: str | None = None,
         expected_version: int | None = None,
+        moved_at: datetime | None = None,
+        attestation: Mapping[str, Any] | None = None,
     ) -> AliasRecord:
         """Point the alias at a model and its index, together, in one transaction.
+
+        ``attestation`` is the author's signed statement of the move, made at
+        ``moved_at`` (default: now), for a rollback made on the command line.
 
         The alias row and its history row are written together or not at all
         (invariant 3). ``expected_version`` is the version the caller decided
@@ -1335,7 +1467,7 @@ class Ledger:
                     )
                 previous_model = None if alias is None else alias.model_artifact_id
                 previous_index = None if alias is None else alias.index_artifact_id
-                now = _now()
+                now = _utc(moved_at) if moved_at is not None else _now()
                 if alias is None:
                     alias = Alias(name=name)
                     session.add(alias)
@@ -1359,6 +1491,7 @@ class Ledger:
                     moved_by=moved_by,
                     moved_at=now,
                     reason=reason,
+                    attestation=None if attestation is None else dict(attestation),
                 )
                 session.add(move)
                 session.flush()
@@ -1472,6 +1605,8 @@ class Ledger:
                     shas.get(move.index_artifact_id),
                 )
                 check("alias_move", move.id, payload)
+            for approved in session.scalars(sa.select(PolicyApproval).order_by(PolicyApproval.id)):
+                check("policy_approval", approved.id, policy_approval_payload(_columns(approved)))
             for (kind, ref_id), entry in sorted(latest.items(), key=lambda item: item[1].id):
                 if (kind, ref_id) not in seen:
                     problems.append(
@@ -1482,6 +1617,7 @@ class Ledger:
                         )
                     )
             problems.extend(self._check_aliases(session))
+            problems.extend(_SignatureCheck(session, shas).problems())
         return VerifyReport(
             entries=len(entries), head=entries[-1].row_hash if entries else None, problems=problems
         )
@@ -1592,3 +1728,122 @@ def open_ledger(url: str) -> Ledger:
     ledger = Ledger(url)
     ledger.migrate()
     return ledger
+
+
+class _SignatureCheck:
+    """Every signed decision's envelope verifies, states what its row records, and was
+    signed with the key the relevant policy lists for its author."""
+
+    def __init__(self, session: Session, shas: Mapping[int, str]) -> None:
+        self.session = session
+        self.shas = shas
+        self._keys: dict[str, dict[str, str] | None] = {}
+        self._development: dict[str, bool] = {}
+
+    def _policy(self, sha256: str | None) -> tuple[dict[str, str] | None, bool]:
+        """(approver keys, is a development policy) of a pinned policy; (None, False) if absent."""
+        if not sha256:
+            return None, False
+        if sha256 not in self._keys:
+            from shelfguard.policy import PolicyError, parse_policy
+
+            row = self.session.get(PolicyVersion, sha256)
+            try:
+                policy = None if row is None else parse_policy(row.content.encode(), row.source)
+            except PolicyError:
+                policy = None
+            self._keys[sha256] = None if policy is None else dict(policy.approval.keys)
+            self._development[sha256] = policy is not None and policy.approval.development
+        return self._keys[sha256], self._development[sha256]
+
+    def _check(
+        self,
+        table: str,
+        row_id: object,
+        envelope: Mapping[str, Any] | None,
+        expected: Mapping[str, Any],
+        *,
+        any_key: bool = False,
+    ) -> ChainProblem | None:
+        keys, _ = self._policy(expected.get("policy_sha256"))
+        key = (keys or {}).get(str(expected.get("by")))
+        if any_key and envelope:
+            key = str((envelope.get("signatures") or [{}])[0].get("keyid"))
+        elif keys is None and envelope:
+            sha = str(expected.get("policy_sha256") or "none")[:12]
+            return ChainProblem(
+                table, str(row_id), f"signed under policy {sha}, which the ledger does not hold"
+            )
+        problem = signing.check_envelope(envelope, expected, key)
+        return None if problem is None else ChainProblem(table, str(row_id), problem)
+
+    def _claimed_policy(self, envelope: Mapping[str, Any] | None) -> str | None:
+        try:
+            return str(signing.open_envelope(envelope).statement.get("policy_sha256") or "")
+        except signing.SigningError:
+            return None
+
+    def problems(self) -> list[ChainProblem]:
+        """Every signed row that does not verify (unsigned rows are judged elsewhere)."""
+        found: list[ChainProblem | None] = []
+        for a in self.session.scalars(
+            sa.select(Approval).where(Approval.attestation.is_not(None)).order_by(Approval.id)
+        ):
+            expected = signing.decision_statement(
+                "approve" if a.decision == "approved" else "reject",
+                a.decided_by,
+                a.decided_at,
+                run_id=a.run_id,
+                model_sha256=a.model_sha256,
+                index_sha256=a.index_sha256,
+                policy_sha256=a.policy_sha256,
+            )
+            found.append(self._check("approvals", a.id, a.attestation, expected))
+        for m in self.session.scalars(
+            sa.select(AliasHistory)
+            .where(AliasHistory.attestation.is_not(None))
+            .order_by(AliasHistory.id)
+        ):
+            expected = signing.rollback_statement(
+                m.moved_by,
+                m.moved_at,
+                alias=m.alias,
+                version=m.version,
+                model_sha256=self.shas.get(m.model_artifact_id, ""),
+                index_sha256=self.shas.get(m.index_artifact_id, ""),
+                policy_sha256=self._claimed_policy(m.attestation) or "",
+            )
+            found.append(self._check("alias_history", m.id, m.attestation, expected))
+        for e in self.session.scalars(
+            sa.select(BatchEvent).where(BatchEvent.attestation.is_not(None)).order_by(BatchEvent.id)
+        ):
+            expected = signing.purge_statement(
+                e.actor or "",
+                e.at,
+                batch_id=e.batch_id,
+                policy_sha256=self._claimed_policy(e.attestation) or "",
+            )
+            found.append(self._check("batch_events", e.id, e.attestation, expected))
+        for p in self.session.scalars(sa.select(PolicyApproval).order_by(PolicyApproval.id)):
+            found.append(self._policy_problem(p))
+        return [problem for problem in found if problem is not None]
+
+    def _policy_problem(self, row: PolicyApproval) -> ChainProblem | None:
+        authority = self._claimed_policy(row.attestation) or ""
+        expected = signing.policy_statement(
+            row.approved_by,
+            row.approved_at,
+            policy_sha256=authority,
+            approves_sha256=row.policy_sha256,
+            previous_sha256=row.previous_sha256,
+        )
+        if row.via == "setup":
+            _, development = self._policy(row.policy_sha256)
+            if not development:
+                return ChainProblem(
+                    "policy_approvals",
+                    str(row.id),
+                    "approved by the embedded setup, but it is not a development policy",
+                )
+            return self._check("policy_approvals", row.id, row.attestation, expected, any_key=True)
+        return self._check("policy_approvals", row.id, row.attestation, expected)
