@@ -1,6 +1,6 @@
 """``shelfguard``: the terminal entry point.
 
-Exit codes: 0 OK / PROMOTED, 1 FAILED or an error (including a ledger that fails
+Exit codes: 0 OK / PROMOTED, 1 FAILED, ABANDONED (its process died) or an error (including a ledger that fails
 verification: ``verify``, ``status``, ``search`` and ``rollback`` exit 1 naming the
 bad row), 2 bad usage or input, 3 BLOCKED by a gate, 4 REJECTED at approval.
 """
@@ -23,7 +23,7 @@ from rich.table import Table
 
 from shelfguard.config import Settings, SettingsError, load_settings
 
-EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "BLOCKED": 3, "REJECTED": 4}
+EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "ABANDONED": 1, "BLOCKED": 3, "REJECTED": 4}
 OUTCOME_STYLE = {"OK": "green", "PROMOTED": "green", "BLOCKED": "red", "REJECTED": "yellow"}
 
 console = Console(stderr=True)
@@ -63,10 +63,14 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 
 def _ledger(settings: Settings) -> Any:
+    """The home's ledger, once runs whose process died are marked ABANDONED."""
     from shelfguard.ledger import open_ledger
+    from shelfguard.liveness import reap_abandoned
 
     settings.ensure_dirs()
-    return open_ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
+    reap_abandoned(settings, ledger)
+    return ledger
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:

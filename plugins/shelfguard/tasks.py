@@ -15,6 +15,7 @@ its start and reads only that snapshot to the end.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ def start_run(context: Mapping[str, Any]) -> str:
         "request_id": conf.get("request_id"),
         "policy_sha256": policy.sha256,
     }
+    from shelfguard.liveness import EMBEDDED_RUNNER, RUN_LOCK_ENV, reap_abandoned
+
+    reap_abandoned(settings, ledger)
+    if os.environ.get(RUN_LOCK_ENV):
+        lineage["runner"] = EMBEDDED_RUNNER
     if dag_id == "catalog_refresh":
         lineage["marts_schema"] = publication.snapshot_schema(run_id)
     else:

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-OUTCOMES = ("RUNNING", "OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED")
+#: ABANDONED: the process running it died before it finished (see shelfguard.liveness).
+OUTCOMES = ("RUNNING", "OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED", "ABANDONED")
 GATE_STATUSES = ("pass", "fail", "warn")
 DECISIONS = ("approved", "rejected")
 APPROVAL_CHANNELS = ("policy", "hitl", "cli", "timeout")

@@ -808,6 +808,12 @@ class Ledger:
             run = session.get(Run, run_id)
             return None if run is None else _run_record(run)
 
+    def running_runs(self) -> list[RunRecord]:
+        """Every run the ledger still calls ``RUNNING``, oldest first."""
+        query = sa.select(Run).where(Run.outcome == "RUNNING").order_by(Run.started_at)
+        with self._reading() as session:
+            return [_run_record(row) for row in session.scalars(query)]
+
     def recent_runs(self, limit: int = 20, dag_id: str | None = None) -> list[RunRecord]:
         """The latest ``limit`` runs (of one DAG, if given), newest first."""
         if limit < 1:
