@@ -305,6 +305,34 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def gate_rows(run: Any, gates: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per gate of a run: its worst verdict, how many verdicts, the tasks that failed.
+
+    A gate recorded as passed whose task (``<gate>_gate``, or a task of its ``<gate>.``
+    group, as dbt's) failed is shown failed: a verdict is only recorded by tasks that ran.
+    """
+    failed_tasks = [str(t) for t in run.lineage.get("failed_tasks", [])]
+    rows: dict[str, dict[str, Any]] = {}
+    for gate in gates:
+        row = rows.setdefault(gate.gate, {"name": gate.gate, "statuses": []})
+        row["statuses"].append(gate.status)
+    result = []
+    for name, row in rows.items():
+        statuses = row["statuses"]
+        failed = [t for t in failed_tasks if t == f"{name}_gate" or t.startswith(f"{name}.")]
+        worst = next((s for s in ("fail", "warn") if s in statuses), "pass")
+        result.append(
+            {
+                "name": name,
+                "status": "fail" if failed else worst,
+                "verdicts": len(statuses),
+                "passed": statuses.count("pass"),
+                "failed_tasks": failed,
+            }
+        )
+    return result
+
+
 def _run_summary(run: Any) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
@@ -369,9 +397,7 @@ def run_pipeline(
         if result.run is not None:
             summary.update(_run_summary(result.run))
             summary["outcome"] = result.outcome
-            summary["gates"] = [
-                {"name": g.gate, "status": g.status} for g in ledger.gate_results(result.run.run_id)
-            ]
+            summary["gates"] = gate_rows(result.run, ledger.gate_results(result.run.run_id))
             decisions = ledger.approvals(result.run.run_id)
             if decisions:
                 latest = decisions[-1]
@@ -398,19 +424,14 @@ def print_run(summary: dict[str, Any]) -> None:
     out.print(
         f"[bold {style}]{outcome}[/]{where}  run {summary.get('run_id', '?')} ({summary.get('dag_id', '?')})"
     )
-    # One line per gate name: dbt records a row per model task, shown as a count.
-    grouped: dict[str, list[str]] = {}
+    # One line per gate: dbt records a verdict per model task, shown as a count.
     for gate in summary.get("gates", []):
-        grouped.setdefault(gate["name"], []).append(gate["status"])
-    for name, statuses in grouped.items():
-        worst = next((s for s in ("fail", "warn") if s in statuses), "pass")
-        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(worst, "[red]fail[/]")
-        count = (
-            f"  ({statuses.count('pass')}/{len(statuses)} tasks passed)"
-            if len(statuses) > 1
-            else ""
-        )
-        out.print(f"  gate {name:<20} {mark}{count}")
+        status = gate["status"]
+        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(status, "[red]fail[/]")
+        count = f"  ({gate['passed']}/{gate['verdicts']} passed)" if gate["verdicts"] > 1 else ""
+        if gate["failed_tasks"]:
+            count += f"  failed: {', '.join(gate['failed_tasks'])}"
+        out.print(f"  gate {gate['name']:<20} {mark}{count}")
     approval = summary.get("approval")
     if approval:
         out.print(
@@ -449,7 +470,7 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
         for run in ledger.recent_runs(limit=limit):
             item = _run_summary(run)
             gates = ledger.gate_results(run.run_id)
-            item["gates"] = [{"name": g.gate, "status": g.status} for g in gates]
+            item["gates"] = gate_rows(run, gates)
             evaluation = [g for g in gates if g.gate == "evaluation"]
             if evaluation:
                 # challenger / champion / base / bm25 -> overall golden-set metrics

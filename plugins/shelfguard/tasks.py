@@ -466,6 +466,7 @@ def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str
         message = f"task(s) failed: {', '.join(failed_tasks)}"
         if not_run:
             message += f"; {not_run} task(s) downstream did not run"
+        ledger.update_lineage(run_id, failed_tasks=failed_tasks)
         ledger.finish_run(run_id, "FAILED", message=message)
         raise AirflowFailException(f"FAILED: {message}")
     run = ledger.get_run(run_id)
