@@ -738,6 +738,30 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard gc [--dry-run] [--keep-days N]``: remove stored objects nothing needs."""
+    from shelfguard.objects import collect
+
+    if not 0 <= args.keep_days <= 36500:
+        raise UsageError("--keep-days must be between 0 and 36500")
+    ledger = _ledger(settings)
+    try:
+        found = collect(settings, ledger, keep_days=args.keep_days, dry_run=args.dry_run)
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps({"dry_run": args.dry_run, **vars(found)}))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    total = sum(r["bytes"] for r in found.removed)
+    out.print(
+        f"{verb} {len(found.removed)} stored object(s), {total / 1e6:.1f} MB; kept {found.kept}"
+    )
+    for r in found.removed:
+        out.print(f"  {r['kind']} {r['sha256'][:16]}  {r['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 def local_copy(settings: Settings, uri: str, sha256: str) -> Path:
     """A local folder with the artifact at ``uri``: itself when local, else a copy cached
     under ``$SHELFGUARD_HOME/cache/<sha256>`` (the searcher re-checks the hash)."""
@@ -1061,6 +1085,19 @@ def build_parser() -> argparse.ArgumentParser:
     pol_show = pol_sub.add_parser("show", help="the policy in force and who approved it")
     pol_show.add_argument("--json", action="store_true", help="print as JSON")
     pol_show.set_defaults(func=cmd_policy)
+
+    gc = sub.add_parser(
+        "gc", help="remove stored models and indexes no alias, pending run or window needs"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument(
+        "--keep-days",
+        type=float,
+        default=7.0,
+        help="keep everything registered in the last N days (default 7)",
+    )
+    gc.add_argument("--json", action="store_true", help="print as JSON")
+    gc.set_defaults(func=cmd_gc)
 
     search = sub.add_parser("search", help="search the catalog with the champion model and index")
     search.add_argument("query", help="what a shopper would type")

@@ -45,17 +45,19 @@ def _start(home: Path, source: Path) -> subprocess.Popen[str]:
 
 def _running_with_a_gate(home: Path, proc: subprocess.Popen[str]) -> str:
     """The run's ledger id once it is RUNNING and has recorded its first gate verdict."""
-    ledger = open_ledger(load_settings({"SHELFGUARD_HOME": str(home)}).ledger_url)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            for run in ledger.running_runs():
-                if ledger.gate_results(run.run_id):
-                    return run.run_id
-            time.sleep(0.5)
-    finally:
-        ledger.dispose()
+    settings = load_settings({"SHELFGUARD_HOME": str(home)})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (home / "ledger.sqlite").exists():
+            ledger = open_ledger(settings.ledger_url)
+            try:
+                for run in ledger.running_runs():
+                    if ledger.gate_results(run.run_id):
+                        return run.run_id
+            finally:
+                ledger.dispose()
+        time.sleep(0.5)
     raise AssertionError("the run never recorded a gate")
 
 
