@@ -43,6 +43,16 @@ def _start(home: Path, source: Path) -> subprocess.Popen[str]:
     )
 
 
+def _refresh(home: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "run", "catalog_refresh", "--source", str(source), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=900,
+    )
+
+
 def _running_with_a_gate(home: Path, proc: subprocess.Popen[str]) -> str:
     """The run's ledger id once it is RUNNING and has recorded its first gate verdict."""
     settings = load_settings({"SHELFGUARD_HOME": str(home)})
@@ -76,13 +86,7 @@ def test_a_killed_run_is_abandoned_and_a_second_run_waits_its_turn(tmp_path: Pat
     proc = _start(home, data)
     try:
         run_id = _running_with_a_gate(home, proc)
-        second = subprocess.run(
-            [CLI, "run", "catalog_refresh", "--source", str(data), "--json"],
-            capture_output=True,
-            text=True,
-            env=_env(home),
-            timeout=300,
-        )
+        second = _refresh(home, data)
         said = " ".join(second.stderr.split())
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"catalog_refresh is already running on this home: run {run_id}" in said
@@ -113,12 +117,6 @@ def test_a_killed_run_is_abandoned_and_a_second_run_waits_its_turn(tmp_path: Pat
     assert "the Airflow process exited (code -9)" in outcome["message"], stderr[-2000:]
 
     # 3. The home is usable again: the next run completes.
-    result = subprocess.run(
-        [CLI, "run", "catalog_refresh", "--source", str(data), "--json"],
-        capture_output=True,
-        text=True,
-        env=_env(home),
-        timeout=900,
-    )
+    result = _refresh(home, data)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["outcome"] == "OK"

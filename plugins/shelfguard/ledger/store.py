@@ -1831,15 +1831,7 @@ class _SignatureCheck:
         for a in self.session.scalars(
             sa.select(Approval).where(Approval.attestation.is_not(None)).order_by(Approval.id)
         ):
-            expected = signing.decision_statement(
-                "approve" if a.decision == "approved" else "reject",
-                a.decided_by,
-                a.decided_at,
-                run_id=a.run_id,
-                model_sha256=a.model_sha256,
-                index_sha256=a.index_sha256,
-                policy_sha256=a.policy_sha256,
-            )
+            expected = signing.approval_statement(a)
             found.append(self._check("approvals", a.id, a.attestation, expected))
         for m in self.session.scalars(
             sa.select(AliasHistory)
