@@ -1,6 +1,6 @@
 """``shelfguard``: the terminal entry point.
 
-Exit codes: 0 OK / PROMOTED, 1 FAILED or an error (including a ledger that fails
+Exit codes: 0 OK / PROMOTED, 1 FAILED, ABANDONED (its process died) or an error (including a ledger that fails
 verification: ``verify``, ``status``, ``search`` and ``rollback`` exit 1 naming the
 bad row), 2 bad usage or input, 3 BLOCKED by a gate, 4 REJECTED at approval.
 """
@@ -23,7 +23,7 @@ from rich.table import Table
 
 from shelfguard.config import Settings, SettingsError, load_settings
 
-EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "BLOCKED": 3, "REJECTED": 4}
+EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "ABANDONED": 1, "BLOCKED": 3, "REJECTED": 4}
 OUTCOME_STYLE = {"OK": "green", "PROMOTED": "green", "BLOCKED": "red", "REJECTED": "yellow"}
 
 console = Console(stderr=True)
@@ -63,10 +63,14 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 
 def _ledger(settings: Settings) -> Any:
+    """The home's ledger, once runs whose process died are marked ABANDONED."""
     from shelfguard.ledger import open_ledger
+    from shelfguard.liveness import reap_abandoned
 
     settings.ensure_dirs()
-    return open_ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
+    reap_abandoned(settings, ledger)
+    return ledger
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -301,6 +305,34 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def gate_rows(run: Any, gates: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per gate of a run: its worst verdict, how many verdicts, the tasks that failed.
+
+    A gate recorded as passed whose task (``<gate>_gate``, or a task of its ``<gate>.``
+    group, as dbt's) failed is shown failed: a verdict is only recorded by tasks that ran.
+    """
+    failed_tasks = [str(t) for t in run.lineage.get("failed_tasks", [])]
+    rows: dict[str, dict[str, Any]] = {}
+    for gate in gates:
+        row = rows.setdefault(gate.gate, {"name": gate.gate, "statuses": []})
+        row["statuses"].append(gate.status)
+    result = []
+    for name, row in rows.items():
+        statuses = row["statuses"]
+        failed = [t for t in failed_tasks if t == f"{name}_gate" or t.startswith(f"{name}.")]
+        worst = next((s for s in ("fail", "warn") if s in statuses), "pass")
+        result.append(
+            {
+                "name": name,
+                "status": "fail" if failed else worst,
+                "verdicts": len(statuses),
+                "passed": statuses.count("pass"),
+                "failed_tasks": failed,
+            }
+        )
+    return result
+
+
 def _run_summary(run: Any) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
@@ -365,9 +397,7 @@ def run_pipeline(
         if result.run is not None:
             summary.update(_run_summary(result.run))
             summary["outcome"] = result.outcome
-            summary["gates"] = [
-                {"name": g.gate, "status": g.status} for g in ledger.gate_results(result.run.run_id)
-            ]
+            summary["gates"] = gate_rows(result.run, ledger.gate_results(result.run.run_id))
             decisions = ledger.approvals(result.run.run_id)
             if decisions:
                 latest = decisions[-1]
@@ -394,19 +424,14 @@ def print_run(summary: dict[str, Any]) -> None:
     out.print(
         f"[bold {style}]{outcome}[/]{where}  run {summary.get('run_id', '?')} ({summary.get('dag_id', '?')})"
     )
-    # One line per gate name: dbt records a row per model task, shown as a count.
-    grouped: dict[str, list[str]] = {}
+    # One line per gate: dbt records a verdict per model task, shown as a count.
     for gate in summary.get("gates", []):
-        grouped.setdefault(gate["name"], []).append(gate["status"])
-    for name, statuses in grouped.items():
-        worst = next((s for s in ("fail", "warn") if s in statuses), "pass")
-        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(worst, "[red]fail[/]")
-        count = (
-            f"  ({statuses.count('pass')}/{len(statuses)} tasks passed)"
-            if len(statuses) > 1
-            else ""
-        )
-        out.print(f"  gate {name:<20} {mark}{count}")
+        status = gate["status"]
+        mark = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]"}.get(status, "[red]fail[/]")
+        count = f"  ({gate['passed']}/{gate['verdicts']} passed)" if gate["verdicts"] > 1 else ""
+        if gate["failed_tasks"]:
+            count += f"  failed: {', '.join(gate['failed_tasks'])}"
+        out.print(f"  gate {gate['name']:<20} {mark}{count}")
     approval = summary.get("approval")
     if approval:
         out.print(
@@ -445,7 +470,7 @@ def status_payload(settings: Settings, limit: int) -> dict[str, Any]:
         for run in ledger.recent_runs(limit=limit):
             item = _run_summary(run)
             gates = ledger.gate_results(run.run_id)
-            item["gates"] = [{"name": g.gate, "status": g.status} for g in gates]
+            item["gates"] = gate_rows(run, gates)
             evaluation = [g for g in gates if g.gate == "evaluation"]
             if evaluation:
                 # challenger / champion / base / bm25 -> overall golden-set metrics
@@ -710,6 +735,30 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     )
     for entry in approvers:
         out.print(f"  approver {entry['name']}: {entry['key'] or 'no key (Airflow only)'}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard gc [--dry-run] [--keep-days N]``: remove stored objects nothing needs."""
+    from shelfguard.objects import collect
+
+    if not 0 <= args.keep_days <= 36500:
+        raise UsageError("--keep-days must be between 0 and 36500")
+    ledger = _ledger(settings)
+    try:
+        found = collect(settings, ledger, keep_days=args.keep_days, dry_run=args.dry_run)
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps({"dry_run": args.dry_run, **vars(found)}))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    total = sum(r["bytes"] for r in found.removed)
+    out.print(
+        f"{verb} {len(found.removed)} stored object(s), {total / 1e6:.1f} MB; kept {found.kept}"
+    )
+    for r in found.removed:
+        out.print(f"  {r['kind']} {r['sha256'][:16]}  {r['bytes'] / 1e6:.1f} MB")
     return 0
 
 
@@ -1036,6 +1085,19 @@ def build_parser() -> argparse.ArgumentParser:
     pol_show = pol_sub.add_parser("show", help="the policy in force and who approved it")
     pol_show.add_argument("--json", action="store_true", help="print as JSON")
     pol_show.set_defaults(func=cmd_policy)
+
+    gc = sub.add_parser(
+        "gc", help="remove stored models and indexes no alias, pending run or window needs"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument(
+        "--keep-days",
+        type=float,
+        default=7.0,
+        help="keep everything registered in the last N days (default 7)",
+    )
+    gc.add_argument("--json", action="store_true", help="print as JSON")
+    gc.set_defaults(func=cmd_gc)
 
     search = sub.add_parser("search", help="search the catalog with the champion model and index")
     search.add_argument("query", help="what a shopper would type")

@@ -119,7 +119,8 @@ class EmbeddedRun:
 
     @property
     def outcome(self) -> str:
-        """The ledger's outcome, or FAILED when the run never reached the ledger."""
+        """The ledger's outcome (ABANDONED when its process died), or FAILED when the run
+        never reached the ledger."""
         if self.run is None or self.run.outcome == "RUNNING":
             return "FAILED"
         return self.run.outcome
@@ -136,8 +137,13 @@ def run_dag(
     """Run one DAG to the end with ``airflow dags test`` and return its ledger record.
 
     ``triggered_by`` (the local user running the command) reaches the run through the
-    Airflow process's environment, never through its conf.
+    Airflow process's environment, never through its conf. One run per DAG per home:
+    while another run of ``dag_id`` lives, this refuses at once, naming it
+    (:class:`shelfguard.liveness.RunLock`); a run whose Airflow process exits before
+    the run finished is recorded ``ABANDONED``.
     """
+    from shelfguard.liveness import RUN_LOCK_ENV, AlreadyRunning, RunLock, abandon
+
     dag_file = project_root() / "dags" / f"{dag_id}.py"
     if not dag_file.is_file():
         known = sorted(p.stem for p in (project_root() / "dags").glob("*.py"))
@@ -158,6 +164,8 @@ def run_dag(
     log_path = settings.home / "logs" / f"{dag_id}-{request_id[:8]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = airflow_env(settings)
+    lock = RunLock(settings, dag_id, request_id)
+    env[RUN_LOCK_ENV] = str(lock.path)
     env.pop(EMBEDDED_TRIGGER_ENV, None)
     if triggered_by:
         env[EMBEDDED_TRIGGER_ENV] = triggered_by
@@ -172,23 +180,31 @@ def run_dag(
         "-c",
         json.dumps(payload),
     ]
-    with (
-        log_path.open("w", encoding="utf-8") as log,
-        subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if on_line:
-                on_line(line.rstrip("\n"))
-        exit_code = proc.wait()
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        raise EmbeddedRunError(str(exc)) from exc
+    try:
+        with (
+            log_path.open("w", encoding="utf-8") as log,
+            subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                pass_fds=(lock.fileno(),),  # Airflow holds the run's lock while it lives
+            ) as proc,
+        ):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                if on_line:
+                    on_line(line.rstrip("\n"))
+            exit_code = proc.wait()
+    finally:
+        lock.release()
     ledger = open_ledger(settings.ledger_url)
     try:
         run = next(
@@ -199,6 +215,13 @@ def run_dag(
             ),
             None,
         )
+        if run is not None and run.outcome == "RUNNING":
+            run = abandon(
+                settings,
+                ledger,
+                run,
+                f"the Airflow process exited (code {exit_code}) before the run finished",
+            )
     finally:
         ledger.dispose()
     return EmbeddedRun(run=run, log_path=log_path, exit_code=exit_code)

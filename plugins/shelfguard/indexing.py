@@ -78,10 +78,14 @@ def embed_result(settings: Settings, run_id: str) -> dict[str, Any]:
 
 def register_index(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactRecord:
     """Record the run's index folder as an ``index`` artifact bound to its model's sha256."""
+    from shelfguard import objects
+
     result = embed_result(settings, run_id)
+    # Stored by content: the champion never depends on this run's folder.
+    uri = objects.store(settings, "index", str(result["index_dir"]), result["index_sha256"])
     artifact = ledger.record_artifact(
         "index",
-        result["index_dir"],
+        uri,
         result["index_sha256"],
         produced_by_run=run_id,
         meta={

@@ -148,15 +148,7 @@ def _approval_problems(
 def _signature_problems(approval: ApprovalRecord, policy: Policy) -> list[str]:
     """A command-line decision must carry its author's signature, made with the key the
     run's policy lists for them, over exactly what the ledger records."""
-    expected = signing.decision_statement(
-        "approve" if approval.decision == "approved" else "reject",
-        approval.decided_by,
-        approval.decided_at,
-        run_id=approval.run_id,
-        model_sha256=approval.model_sha256,
-        index_sha256=approval.index_sha256,
-        policy_sha256=approval.policy_sha256,
-    )
+    expected = signing.approval_statement(approval)
     problem = signing.check_envelope(
         approval.attestation, expected, policy.approval.key_of(approval.decided_by)
     )

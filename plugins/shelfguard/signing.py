@@ -287,6 +287,19 @@ def decision_statement(
     )
 
 
+def approval_statement(approval: Any) -> dict[str, Any]:
+    """The statement a recorded approval or rejection (a ledger row or record) was signed as."""
+    return decision_statement(
+        "approve" if approval.decision == "approved" else "reject",
+        approval.decided_by,
+        approval.decided_at,
+        run_id=approval.run_id,
+        model_sha256=approval.model_sha256,
+        index_sha256=approval.index_sha256,
+        policy_sha256=approval.policy_sha256,
+    )
+
+
 def rollback_statement(
     by: str,
     at: datetime,

@@ -15,6 +15,7 @@ its start and reads only that snapshot to the end.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ def start_run(context: Mapping[str, Any]) -> str:
         "request_id": conf.get("request_id"),
         "policy_sha256": policy.sha256,
     }
+    from shelfguard.liveness import EMBEDDED_RUNNER, RUN_LOCK_ENV, reap_abandoned
+
+    reap_abandoned(settings, ledger)
+    if os.environ.get(RUN_LOCK_ENV):
+        lineage["runner"] = EMBEDDED_RUNNER
     if dag_id == "catalog_refresh":
         lineage["marts_schema"] = publication.snapshot_schema(run_id)
     else:
@@ -460,6 +466,7 @@ def _decide(ledger: Ledger, context: Mapping[str, Any], run_id: str, dag_id: str
         message = f"task(s) failed: {', '.join(failed_tasks)}"
         if not_run:
             message += f"; {not_run} task(s) downstream did not run"
+        ledger.update_lineage(run_id, failed_tasks=failed_tasks)
         ledger.finish_run(run_id, "FAILED", message=message)
         raise AirflowFailException(f"FAILED: {message}")
     run = ledger.get_run(run_id)

@@ -89,6 +89,8 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["policy", "approve", str(tmp / "missing.yml"), "--by", "nobody"], 2),
         (["policy", "approve", "--by", "../x"], 2),
         (["policy", "nonsense"], 2),
+        (["gc", "--keep-days", "-1"], 2),
+        (["gc", "--keep-days", "nan"], 2),
         (["search", ""], 2),
         (["search", "oak", "-k", "0"], 2),
         (["search", "oak"], 2),

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-OUTCOMES = ("RUNNING", "OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED")
+#: ABANDONED: the process running it died before it finished (see shelfguard.liveness).
+OUTCOMES = ("RUNNING", "OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED", "ABANDONED")
 GATE_STATUSES = ("pass", "fail", "warn")
 DECISIONS = ("approved", "rejected")
 APPROVAL_CHANNELS = ("policy", "hitl", "cli", "timeout")
@@ -308,3 +309,14 @@ class RetentionPurge(Base):
     rows: Mapped[int] = mapped_column(sa.BigInteger())
     cutoff: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     run_id: Mapped[str | None] = mapped_column(sa.ForeignKey("runs.run_id"), index=True)
+
+
+class Collection(Base):
+    """One ``shelfguard gc``: the stored models and indexes it removed, and its window."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True)
+    collected_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    keep_days: Mapped[float] = mapped_column(sa.Float())
+    removed: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON())

@@ -56,6 +56,7 @@ from shelfguard.ledger.models import (
     Batch,
     BatchEvent,
     ChainEntry,
+    Collection,
     GateResult,
     IngestFile,
     PolicyApproval,
@@ -808,6 +809,43 @@ class Ledger:
             run = session.get(Run, run_id)
             return None if run is None else _run_record(run)
 
+    def artifacts(self, kinds: Sequence[str] = ()) -> list[ArtifactRecord]:
+        """Every artifact (of ``kinds``, when given), oldest first."""
+        query = sa.select(Artifact).order_by(Artifact.id)
+        if kinds:
+            query = query.where(Artifact.kind.in_(list(kinds)))
+        with self._reading() as session:
+            return [_artifact_record(row) for row in session.scalars(query)]
+
+    def record_collection(self, removed: Sequence[Mapping[str, Any]], *, keep_days: float) -> None:
+        """Record a ``shelfguard gc`` that removed these stored objects."""
+        with self._writing() as session:
+            session.add(
+                Collection(
+                    collected_at=_now(),
+                    keep_days=float(keep_days),
+                    removed=_check_json("removed", [dict(r) for r in removed]),
+                )
+            )
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every recorded collection (when, window, what it removed), oldest first."""
+        with self._reading() as session:
+            return [
+                {
+                    "collected_at": _utc(row.collected_at).isoformat(),
+                    "keep_days": row.keep_days,
+                    "removed": list(row.removed),
+                }
+                for row in session.scalars(sa.select(Collection).order_by(Collection.id))
+            ]
+
+    def running_runs(self) -> list[RunRecord]:
+        """Every run the ledger still calls ``RUNNING``, oldest first."""
+        query = sa.select(Run).where(Run.outcome == "RUNNING").order_by(Run.started_at)
+        with self._reading() as session:
+            return [_run_record(row) for row in session.scalars(query)]
+
     def recent_runs(self, limit: int = 20, dag_id: str | None = None) -> list[RunRecord]:
         """The latest ``limit`` runs (of one DAG, if given), newest first."""
         if limit < 1:
@@ -851,6 +889,10 @@ class Ledger:
             row = session.execute(
                 sa.select(Artifact).where(Artifact.kind == kind, Artifact.sha256 == sha256)
             ).scalar_one()
+            if row.uri != uri and uri.rstrip("/").endswith(f"/objects/{kind}/{sha256}"):
+                # The same content, now stored by its hash: the row follows it there.
+                row.uri = uri
+                session.flush()
             return _artifact_record(row)
 
     def get_artifact(self, artifact_id: int) -> ArtifactRecord | None:
@@ -1789,15 +1831,7 @@ class _SignatureCheck:
         for a in self.session.scalars(
             sa.select(Approval).where(Approval.attestation.is_not(None)).order_by(Approval.id)
         ):
-            expected = signing.decision_statement(
-                "approve" if a.decision == "approved" else "reject",
-                a.decided_by,
-                a.decided_at,
-                run_id=a.run_id,
-                model_sha256=a.model_sha256,
-                index_sha256=a.index_sha256,
-                policy_sha256=a.policy_sha256,
-            )
+            expected = signing.approval_statement(a)
             found.append(self._check("approvals", a.id, a.attestation, expected))
         for m in self.session.scalars(
             sa.select(AliasHistory)
