@@ -452,6 +452,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--conf is not valid JSON: {exc.msg}") from exc
     if not isinstance(extra, dict):
         raise UsageError('--conf must be a JSON object, e.g. \'{"train": {"epochs": 2}}\'')
+    if args.source is not None and not Path(args.source).is_dir():
+        what = "does not exist" if not Path(args.source).exists() else "is not a folder"
+        raise UsageError(f"--source {args.source} {what}: give the folder with product.csv")
     outcome, summary = run_pipeline(settings, args.dag_id, args.source, args.json, extra)
     if args.json:
         out.print_json(json.dumps(summary))
@@ -738,6 +741,50 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard history``: every version of the champion, and the recent outcomes."""
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    ledger = _ledger(settings)
+    try:
+        moves = []
+        for move in ledger.alias_history("champion"):
+            model = ledger.get_artifact(move.model_artifact_id)
+            index = ledger.get_artifact(move.index_artifact_id)
+            moves.append(
+                {
+                    "version": move.version,
+                    "action": move.action,
+                    "model_sha256": model.sha256 if model else None,
+                    "index_sha256": index.sha256 if index else None,
+                    "run_id": move.run_id,
+                    "by": move.moved_by,
+                    "at": move.moved_at.isoformat(),
+                    "reason": move.reason,
+                }
+            )
+        runs = [_run_summary(r) for r in ledger.recent_runs(limit=args.limit)]
+    finally:
+        ledger.dispose()
+    if args.json:
+        out.print_json(json.dumps({"champion": moves, "runs": runs}))
+        return 0
+    if not moves:
+        out.print("champion: none yet")
+    for m in moves:
+        out.print(
+            f"v{m['version']:<3} {m['action']:<8} {m['at'][:16].replace('T', ' ')}  "
+            f"model {str(m['model_sha256'])[:12]} + index {str(m['index_sha256'])[:12]}  "
+            f"by {m['by']}: {m['reason']}"
+        )
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run["outcome"]] = counts.get(run["outcome"], 0) + 1
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    out.print(f"last {len(runs)} run(s): {summary or 'none'}")
+    return 0
+
+
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     """``shelfguard gc [--dry-run] [--keep-days N]``: remove stored objects nothing needs."""
     from shelfguard.objects import collect
@@ -971,11 +1018,38 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_CODES.get(outcome, 1)
 
 
+_EPILOG = """\
+examples:
+  shelfguard demo                                   generate data, refresh, train, promote
+  shelfguard run catalog_refresh --source data/     land, gate and publish a delivery
+  shelfguard status                                 the champion and the recent runs
+  shelfguard approve latest --by alice              sign the approval a run waits for
+
+exit codes:
+  0 OK or PROMOTED   1 FAILED, ABANDONED or an error (a tampered ledger included)
+  2 bad usage or input   3 BLOCKED by a gate   4 REJECTED at approval
+
+environment:
+  SHELFGUARD_HOME            the home (default ./.shelfguard): ledger, warehouse, artifacts
+  SHELFGUARD_POLICY          the policy file (default governance.yml)
+  SHELFGUARD_KEYS_DIR        personal signing keys (default ~/.shelfguard/keys)
+  SHELFGUARD_WAREHOUSE_URL, SHELFGUARD_LEDGER_URL, SHELFGUARD_ARTIFACT_ROOT
+                             production stores (README, "Settings")
+  SHELFGUARD_DEBUG=1         show the traceback of an unexpected failure
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from shelfguard import __version__
+
     parser = argparse.ArgumentParser(
-        prog="shelfguard", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="shelfguard",
+        description="shelfguard: governed data and search-model pipelines on Airflow.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"shelfguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write a WANDS-layout dataset with behaviour logs")
@@ -1086,6 +1160,11 @@ def build_parser() -> argparse.ArgumentParser:
     pol_show.add_argument("--json", action="store_true", help="print as JSON")
     pol_show.set_defaults(func=cmd_policy)
 
+    hist = sub.add_parser("history", help="every champion version, and the recent outcomes")
+    hist.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    hist.add_argument("--json", action="store_true", help="print as JSON")
+    hist.set_defaults(func=cmd_history)
+
     gc = sub.add_parser(
         "gc", help="remove stored models and indexes no alias, pending run or window needs"
     )
@@ -1117,6 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        if "SHELFGUARD_HOME" not in os.environ and args.command != "keys":
+            # A home defaulted from the current folder is easy to mistake for another.
+            console.print(f"[dim]home: {settings.home} (SHELFGUARD_HOME is not set)[/]")
         code: int = args.func(args, settings)
     except (UsageError, SettingsError) as exc:
         # One line, never wrapped: scripts grep it, people read it.
