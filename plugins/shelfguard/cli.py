@@ -1198,7 +1198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if "SHELFGUARD_HOME" not in os.environ and args.command != "keys":
             # A home defaulted from the current folder is easy to mistake for another.
-            console.print(f"[dim]home: {settings.home} (SHELFGUARD_HOME is not set)[/]")
+            console.print(
+                f"[dim]home: {settings.home} (SHELFGUARD_HOME is not set)[/]", soft_wrap=True
+            )
         code: int = args.func(args, settings)
     except (UsageError, SettingsError) as exc:
         # One line, never wrapped: scripts grep it, people read it.

@@ -42,9 +42,8 @@ def test_a_defaulted_home_is_named_on_stderr(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert f"home: {tmp_path / '.shelfguard'} (SHELFGUARD_HOME is not set)" in " ".join(
-        result.stderr.split()
-    )
+    # One line, never wrapped, however long the path.
+    assert f"home: {tmp_path / '.shelfguard'} (SHELFGUARD_HOME is not set)\n" in result.stderr
     assert json.loads(result.stdout)["champion"] is None
 
 
