@@ -207,14 +207,7 @@ def run_dag(
         lock.release()
     ledger = open_ledger(settings.ledger_url)
     try:
-        run = next(
-            (
-                r
-                for r in ledger.recent_runs(limit=50, dag_id=dag_id)
-                if r.lineage.get("request_id") == request_id
-            ),
-            None,
-        )
+        run = ledger.run_of_request(dag_id, request_id)
         if run is not None and run.outcome == "RUNNING":
             run = abandon(
                 settings,

@@ -144,14 +144,8 @@ class RunLock:
         if request:
             ledger = open_ledger(self.settings.ledger_url)
             try:
-                run_id = next(
-                    (
-                        r.run_id
-                        for r in ledger.recent_runs(limit=50, dag_id=self.dag_id)
-                        if r.lineage.get("request_id") == request
-                    ),
-                    None,
-                )
+                run = ledger.run_of_request(self.dag_id, str(request))
+                run_id = None if run is None else run.run_id
             finally:
                 ledger.dispose()
         who = f"by {info.get('user', '?')}, process {info.get('pid', '?')}, since {info.get('started', '?')}"

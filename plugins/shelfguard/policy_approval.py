@@ -110,6 +110,20 @@ def approve(
     if problem:
         raise PolicyApprovalError(problem)
     ledger.pin_policy(new.sha256, data.decode("utf-8"), new.path)
+    return _record(ledger, signer, new, judge, current, via="signed", comment=comment)
+
+
+def _record(
+    ledger: Ledger,
+    signer: signing.Signer,
+    new: Policy,
+    judge: Policy,
+    current: InForce | None,
+    *,
+    via: str,
+    comment: str,
+) -> PolicyApprovalRecord:
+    """Sign "``judge``'s approver puts ``new`` in force in place of ``current``" and record it."""
     at = signing.signing_time()
     previous = None if current is None else current.policy.sha256
     envelope = signer.sign(
@@ -126,7 +140,7 @@ def approve(
             new.sha256,
             signer.name,
             approved_at=at,
-            via="signed",
+            via=via,
             previous_sha256=previous,
             attestation=envelope,
             comment=comment,
@@ -154,33 +168,21 @@ def require_in_force(ledger: Ledger, policy: Policy, data: bytes, home: Path) ->
         return
     if policy.approval.development and (current is None or current.policy.approval.development):
         ledger.pin_policy(policy.sha256, data.decode("utf-8"), policy.path)
-        signer = setup_signer(home)
-        at = signing.signing_time()
-        previous = None if current is None else current.policy.sha256
-        envelope = signer.sign(
-            signing.policy_statement(
-                SETUP_ACTOR,
-                at,
-                policy_sha256=policy.sha256,
-                approves_sha256=policy.sha256,
-                previous_sha256=previous,
-            )
-        )
         try:
-            ledger.record_policy_approval(
-                policy.sha256,
-                SETUP_ACTOR,
-                approved_at=at,
+            _record(
+                ledger,
+                setup_signer(home),
+                policy,
+                policy,
+                current,
                 via="setup",
-                previous_sha256=previous,
-                attestation=envelope,
                 comment="development policy (nobody decides) put in force by the embedded setup",
             )
-        except LedgerError as exc:
+        except PolicyApprovalError:
             # Another run of the same home put a policy in force first: fine if it is this one.
             raced = in_force(ledger)
             if raced is None or raced.policy.sha256 != policy.sha256:
-                raise PolicyApprovalError(str(exc)) from exc
+                raise
         return
     where = policy.path or "the policy file"
     if current is None:

@@ -840,6 +840,17 @@ class Ledger:
                 for row in session.scalars(sa.select(Collection).order_by(Collection.id))
             ]
 
+    def run_of_request(self, dag_id: str, request_id: str) -> RunRecord | None:
+        """The recent run of ``dag_id`` started for this request id (the embedded runner's)."""
+        return next(
+            (
+                r
+                for r in self.recent_runs(limit=50, dag_id=dag_id)
+                if r.lineage.get("request_id") == request_id
+            ),
+            None,
+        )
+
     def running_runs(self) -> list[RunRecord]:
         """Every run the ledger still calls ``RUNNING``, oldest first."""
         query = sa.select(Run).where(Run.outcome == "RUNNING").order_by(Run.started_at)
