@@ -31,6 +31,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from shelfguard import signing
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ApprovalRecord, Ledger
 
 if TYPE_CHECKING:
@@ -98,6 +99,16 @@ def record_decision(
         )
     if run.outcome not in ("RUNNING",) and via == "cli":
         raise ApprovalError(f"run {run_id} already ended {run.outcome}: there is nothing to decide")
+    decisions = ledger.approvals(run_id)
+    if decisions:
+        latest = decisions[-1]
+        if (latest.decision, latest.decided_by, latest.model_sha256, latest.index_sha256) == (
+            decision,
+            decided_by,
+            model,
+            index,
+        ):
+            return latest  # the same decision again (a retry after a crash): recorded once
     at, envelope = None, None
     if via == "cli":
         from shelfguard.policy_approval import signer_problem
@@ -120,6 +131,7 @@ def record_decision(
                 policy_sha256=policy.sha256,
             )
         )
+    failpoint("approval.signed")
     return ledger.record_approval(
         run_id,
         decision,

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from shelfguard.config import Settings, SettingsError, load_settings
+from shelfguard.failpoints import failpoint
 
 EXIT_CODES = {"OK": 0, "PROMOTED": 0, "FAILED": 1, "ABANDONED": 1, "BLOCKED": 3, "REJECTED": 4}
 OUTCOME_STYLE = {"OK": "green", "PROMOTED": "green", "BLOCKED": "red", "REJECTED": "yellow"}
@@ -639,6 +640,7 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     finally:
         ledger.dispose()
+    failpoint("approval.recorded")
     out.print(
         f"{record.decision} run {record.run_id}: model {record.model_sha256[:12]} + index "
         f"{record.index_sha256[:12]} by {record.decided_by} (signed)"
@@ -660,6 +662,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("rollback refused: " + "; ".join(exc.missing)) from exc
     finally:
         ledger.dispose()
+    failpoint("rollback.alias_moved")
     out.print(
         f"champion is now v{alias.version}: model {alias.model.sha256[:12]} + index "
         f"{alias.index.sha256[:12]} (from run {alias.run_id})"
@@ -806,6 +809,8 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     )
     for r in found.removed:
         out.print(f"  {r['kind']} {r['sha256'][:16]}  {r['bytes'] / 1e6:.1f} MB")
+    if found.partials:
+        out.print(f"{verb} {len(found.partials)} partial copy(ies) an interrupted store left")
     return 0
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from upath import UPath
 
 from shelfguard.config import Settings
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
 from shelfguard.modeling import DatasetExport, ModelingError, read_json, run_dir
 from shelfguard.policy import IndexPolicy
@@ -83,6 +84,7 @@ def register_index(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     result = embed_result(settings, run_id)
     # Stored by content: the champion never depends on this run's folder.
     uri = objects.store(settings, "index", str(result["index_dir"]), result["index_sha256"])
+    failpoint("index.stored")  # the rerun finds it stored and records it
     artifact = ledger.record_artifact(
         "index",
         uri,

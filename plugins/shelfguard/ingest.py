@@ -95,6 +95,7 @@ import numpy as np
 import pyarrow as pa
 
 from shelfguard.config import load_settings
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import IngestFileRecord, Ledger, RetentionPurgeRecord
 from shelfguard.pseudonyms import load_key, pseudonym
 
@@ -1259,7 +1260,10 @@ def ingest(
         loaded = _load_postgres(str(target), todo, batch_id, progress, key)
     elif todo or Path(target).exists():
         loaded = _load_duckdb(Path(target), todo, batch_id, progress, key)
-    # The warehouse has committed: only now does the ledger learn of the batch.
+    # The warehouse has committed: only now does the ledger learn of the batch. A crash
+    # from here on is repaired by the rerun: a file the ledger does not know is loaded
+    # again, and a load replaces that file's rows (it never adds them twice).
+    failpoint("ingest.warehouse_committed")
     if progress:
         progress("recording manifest", len(items), len(items))
 
@@ -1287,6 +1291,7 @@ def ingest(
                 ingested_at=None,
             )
         )
+        failpoint("ingest.file_recorded")
         files.append(manifest)
     return IngestManifest(batch_id=batch_id, source=str(source), files=files)
 
@@ -1296,10 +1301,23 @@ def ingest(
 # --------------------------------------------------------------------------------------
 
 
-def _purge_duckdb(path: Path, tables: Sequence[str], cutoff: datetime) -> dict[str, int]:
+#: The warehouse's own record of each retention purge, written in the purge's transaction.
+RETENTION_LOG = "governance.retention_purges"
+_RETENTION_LOG_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS governance",
+    f"CREATE TABLE IF NOT EXISTS {RETENTION_LOG} (table_name VARCHAR NOT NULL, "
+    "rows BIGINT NOT NULL, cutoff TIMESTAMP WITH TIME ZONE NOT NULL, run_id VARCHAR, "
+    "purged_at TIMESTAMP WITH TIME ZONE NOT NULL)",
+)
+_RETENTION_LOG_SELECT = f"SELECT table_name, rows, cutoff, run_id FROM {RETENTION_LOG}"
+_PurgeLog = list[tuple[str, int, datetime, str | None]]
+
+
+def _purge_duckdb(
+    path: Path, tables: Sequence[str], cutoff: datetime, run_id: str | None
+) -> _PurgeLog:
     if not path.exists():
-        return {}
-    purged = {}
+        return []
     con = duckdb.connect(str(path))
     try:
         present = {
@@ -1309,38 +1327,57 @@ def _purge_duckdb(path: Path, tables: Sequence[str], cutoff: datetime) -> dict[s
             ).fetchall()
         }
         con.execute("BEGIN TRANSACTION")
+        for statement in _RETENTION_LOG_DDL:
+            con.execute(statement)
         for table in (t for t in tables if t in present):
             (deleted,) = con.execute(
                 f"DELETE FROM quarantine.{table} WHERE quarantined_at < ?", [cutoff]
             ).fetchone() or (0,)
-            purged[table] = int(deleted)
+            if deleted:
+                con.execute(
+                    f"INSERT INTO {RETENTION_LOG} VALUES (?, ?, ?, ?, now())",
+                    [f"quarantine.{table}", int(deleted), cutoff, run_id],
+                )
         con.execute("COMMIT")
-        if any(purged.values()):
-            con.execute("CHECKPOINT")
+        log = con.execute(_RETENTION_LOG_SELECT).fetchall()
+        con.execute("CHECKPOINT")
     finally:
         con.close()
-    return purged
+    return [(str(t), int(n), c, r) for t, n, c, r in log]
 
 
-def _purge_postgres(url: str, tables: Sequence[str], cutoff: datetime) -> dict[str, int]:
-    purged = {}
+def _purge_postgres(
+    url: str, tables: Sequence[str], cutoff: datetime, run_id: str | None
+) -> _PurgeLog:
     pg = pg_connect(url)
     try:
         with pg.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
+            for statement in _RETENTION_LOG_DDL:
+                cur.execute(statement)
             for table in tables:
                 cur.execute("SELECT to_regclass(%s)", [f"quarantine.{table}"])
                 if (cur.fetchone() or (None,))[0] is None:
                     continue
                 cur.execute(f"DELETE FROM quarantine.{table} WHERE quarantined_at < %s", [cutoff])
-                purged[table] = int(cur.rowcount)
+                if cur.rowcount:
+                    cur.execute(
+                        f"INSERT INTO {RETENTION_LOG} VALUES (%s, %s, %s, %s, now())",
+                        [f"quarantine.{table}", int(cur.rowcount), cutoff, run_id],
+                    )
+            cur.execute(_RETENTION_LOG_SELECT)
+            log = cur.fetchall()
         pg.commit()
     except BaseException:
         pg.rollback()
         raise
     finally:
         pg.close()
-    return purged
+    return [(str(t), int(n), c, r) for t, n, c, r in log]
+
+
+def _purge_key(table: str, cutoff: datetime) -> tuple[str, str]:
+    return table, cutoff.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def purge_expired_quarantine(
@@ -1356,8 +1393,10 @@ def purge_expired_quarantine(
     Quarantine keeps a rejected line's original bytes (invariant 4), and a search-log
     line's bytes hold a user id and an e-mail address in clear: they are kept for the
     policy's ``privacy.raw_retention_days``, then deleted. Each table's purge that deleted
-    rows is recorded in the ledger (after the warehouse committed, as ingest does); a
-    purge that finds nothing records nothing, so running it again changes nothing.
+    rows is logged in the warehouse (``governance.retention_purges``, in the transaction
+    that deleted them) and then recorded in the ledger; a purge a crash kept from the
+    ledger is recorded by the next one. A purge that finds nothing records nothing, so
+    running it again changes nothing.
     """
     if retention_days < 1:
         raise ValueError(f"retention_days must be at least 1, not {retention_days}")
@@ -1365,11 +1404,22 @@ def purge_expired_quarantine(
     kind, target = _warehouse_kind(warehouse)
     tables = [spec.table for spec in SPECS if spec.personal]
     if kind == "postgresql":
-        purged = _purge_postgres(str(target), tables, cutoff)
+        log = _purge_postgres(str(target), tables, cutoff, run_id)
     else:
-        purged = _purge_duckdb(Path(target), tables, cutoff)
-    return [
-        ledger.record_retention_purge(f"quarantine.{table}", rows, cutoff, run_id=run_id)
-        for table, rows in purged.items()
-        if rows
-    ]
+        log = _purge_duckdb(Path(target), tables, cutoff, run_id)
+    failpoint("retention.warehouse_committed")
+    # The warehouse logged each purge in its own transaction; the ledger records every
+    # logged purge it does not hold yet: this one, and one a crash kept from it before.
+    known = {_purge_key(p.table_name, p.cutoff) for p in ledger.retention_purges()}
+    runs = {run_id} if run_id else set()
+    recorded = []
+    for table, rows, logged_cutoff, logged_run in log:
+        if _purge_key(table, logged_cutoff) in known:
+            continue
+        if logged_run and logged_run not in runs:
+            logged_run = logged_run if ledger.get_run(logged_run) else None
+        recorded.append(
+            ledger.record_retention_purge(table, rows, logged_cutoff, run_id=logged_run)
+        )
+        known.add(_purge_key(table, logged_cutoff))
+    return recorded

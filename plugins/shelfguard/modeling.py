@@ -21,6 +21,7 @@ from upath import UPath
 
 from shelfguard.config import Settings
 from shelfguard.evaluation import GATE, decide, gate_status, metrics_table
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
 from shelfguard.lineage import code_version
 from shelfguard.policy import Policy
@@ -261,6 +262,7 @@ def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
     # Stored by content: the champion never depends on this run's folder.
     uri = objects.store(settings, "model", str(result["model_dir"]), result["model_sha256"])
+    failpoint("model.stored")  # the rerun finds it stored and records it
     artifact = ledger.record_artifact(
         "model",
         uri,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import fsspec
 from upath import UPath
 
 from shelfguard.config import Settings
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import Ledger
 
 #: What is stored by content (the ledger's artifact kinds).
@@ -65,6 +66,7 @@ def store(settings: Settings, kind: str, source: str, sha256: str) -> str:
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(f".{sha256}.{uuid.uuid4().hex[:8]}.partial")
         shutil.copytree(_local(source), partial)
+        failpoint("artifact.copying")  # a crash leaves a partial copy, never the object
         try:
             partial.rename(destination)
         except OSError:  # another process stored the same content first
@@ -82,6 +84,7 @@ def store(settings: Settings, kind: str, source: str, sha256: str) -> str:
         relative = name[len(base) + 1 :]
         with source_fs.open(name, "rb") as reader, fs.open(f"{path}/{relative}", "wb") as out:
             shutil.copyfileobj(reader, out)
+    failpoint("artifact.copying")  # copied, but without its marker: copied again
     with fs.open(marker, "wb") as out:
         out.write(sha256.encode("ascii"))
     return target
@@ -93,6 +96,12 @@ class Collected:
 
     removed: list[dict[str, Any]]
     kept: int
+    #: Partial copies an interrupted store left behind (older than :data:`PARTIAL_AGE`).
+    partials: list[str] = field(default_factory=list)
+
+
+#: A partial copy this old is no longer being written: gc removes it.
+PARTIAL_AGE = timedelta(hours=1)
 
 
 def _referenced(ledger: Ledger, keep_days: float) -> set[tuple[str, str]]:
@@ -115,6 +124,18 @@ def _referenced(ledger: Ledger, keep_days: float) -> set[tuple[str, str]]:
     return keep
 
 
+def _stale(fs: Any, entry: str) -> bool:
+    """Whether a partial copy was last written more than :data:`PARTIAL_AGE` ago."""
+    info = fs.info(entry)
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if mtime is None:
+        return False
+    written = mtime if isinstance(mtime, datetime) else datetime.fromtimestamp(float(mtime), UTC)
+    if written.tzinfo is None:
+        written = written.replace(tzinfo=UTC)
+    return datetime.now(UTC) - written > PARTIAL_AGE
+
+
 def collect(
     settings: Settings, ledger: Ledger, *, keep_days: float = 7.0, dry_run: bool = False
 ) -> Collected:
@@ -124,11 +145,14 @@ def collect(
     the models and indexes of runs still running (a pending approval among them), and
     everything registered within the last ``keep_days`` days. The ledger keeps its
     artifact rows (the evidence), and records the collection; ``dry_run`` only reports.
+    Partial copies that an interrupted store left (unreferenced by construction) go
+    too, once they are :data:`PARTIAL_AGE` old.
     """
     keep = _referenced(ledger, keep_days)
     root = objects_root(settings)
     fs, base = fsspec.core.url_to_fs(str(root))
     removed: list[dict[str, Any]] = []
+    partials: list[str] = []
     kept = 0
     for kind in OBJECT_KINDS:
         folder = f"{base}/{kind}"
@@ -136,6 +160,12 @@ def collect(
             continue
         for entry in sorted(fs.ls(folder, detail=False)):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(".") and name.endswith(".partial"):
+                if _stale(fs, entry):
+                    partials.append(f"{kind}/{name}")
+                    if not dry_run:
+                        fs.rm(entry, recursive=True)
+                continue
             if name.startswith(".") or name.endswith(".complete"):
                 continue
             if (kind, name) in keep:
@@ -149,4 +179,4 @@ def collect(
                     fs.rm(entry + ".complete")
     if removed and not dry_run:
         ledger.record_collection(removed, keep_days=keep_days)
-    return Collected(removed=removed, kept=kept)
+    return Collected(removed=removed, kept=kept, partials=partials)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shelfguard import signing
+from shelfguard.failpoints import failpoint
 from shelfguard.ledger import (
     AliasRecord,
     ApprovalRecord,
@@ -336,6 +337,7 @@ def rollback(
             policy_sha256=policy.sha256,
         )
     )
+    failpoint("rollback.signed")
     return ledger.move_alias(
         ALIAS,
         model.id,

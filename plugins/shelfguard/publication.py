@@ -28,14 +28,16 @@ on both, and the ``marts`` views are replaced inside the publishing transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from shelfguard.config import Settings
-from shelfguard.ledger import BatchRecord, Ledger
+from shelfguard.failpoints import failpoint
+from shelfguard.ledger import BatchRecord, Ledger, SnapshotRecord
 from shelfguard.policy import Policy
 from shelfguard.signing import Signer, purge_statement, signing_time
 
@@ -57,6 +59,9 @@ _DDL = (
     f"CREATE TABLE IF NOT EXISTS {GOVERNANCE}.snapshots ("
     "snapshot_id VARCHAR NOT NULL, schema_name VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, "
     "run_id VARCHAR, batch_id VARCHAR, published_at TIMESTAMP WITH TIME ZONE NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {GOVERNANCE}.purged_batches ("
+    "batch_id VARCHAR NOT NULL, files VARCHAR NOT NULL, "
+    "purged_at TIMESTAMP WITH TIME ZONE NOT NULL)",
 )
 
 
@@ -313,6 +318,62 @@ def publish(
     return PublishedSnapshot(snapshot_id, schema, fingerprint, run_id, batch_id)
 
 
+def record_publication(
+    ledger: Ledger, snapshot: PublishedSnapshot, tables: Mapping[str, Any]
+) -> SnapshotRecord:
+    """Tell the ledger about a snapshot the warehouse published: the snapshot, then its
+    batch becomes ``published``. Both steps are idempotent.
+
+    ``tables`` are the per-table figures of the training-data gate that passed it.
+    """
+    run_id = snapshot.run_id if snapshot.run_id and ledger.get_run(snapshot.run_id) else None
+    record = ledger.record_snapshot(
+        snapshot.snapshot_id,
+        schema_name=snapshot.schema_name,
+        fingerprint=snapshot.fingerprint,
+        run_id=run_id,
+        batch_id=snapshot.batch_id,
+        tables=dict(tables),
+    )
+    failpoint("publish.snapshot_recorded")
+    batch = ledger.get_batch(snapshot.batch_id) if snapshot.batch_id else None
+    if batch is not None and batch.state != "published":
+        if batch.state != "gated":  # its gates passed: publication followed them
+            ledger.set_batch_state(batch.batch_id, "gated", run_id=run_id)
+        ledger.set_batch_state(
+            batch.batch_id, "published", run_id=run_id, snapshot_id=snapshot.snapshot_id
+        )
+    return record
+
+
+def reconcile(settings: Settings, ledger: Ledger) -> list[str]:
+    """Record every snapshot the warehouse published and the ledger does not know.
+
+    The warehouse's publishing transaction is the moment a snapshot is published; the
+    ledger is told right after. A process that died between the two left marts the
+    ledger cannot name: this rolls the ledger forward from the warehouse's own record
+    (``governance.snapshots``), oldest first, with the figures of the gate that passed
+    each. Every run calls it at its start. Returns the snapshot ids recorded.
+    """
+    if settings.warehouse_kind == "duckdb" and not settings.duckdb_path.is_file():
+        return []
+    with _transaction(settings) as warehouse:
+        published = _published(warehouse, "true", [])
+    recorded = []
+    for snapshot in reversed(published):
+        known = ledger.get_snapshot(snapshot.snapshot_id)
+        batch = ledger.get_batch(snapshot.batch_id) if snapshot.batch_id else None
+        if known is not None and (batch is None or batch.state == "published"):
+            continue
+        gates = ledger.gate_results(snapshot.run_id) if snapshot.run_id else []
+        passed = [g for g in gates if g.gate == "training_data" and g.status == "pass"]
+        tables = dict(passed[-1].metrics.get("tables") or {}) if passed else {}
+        record_publication(ledger, snapshot, tables)
+        if known is None:
+            recorded.append(snapshot.snapshot_id)
+    return recorded
+
+
 def drop_candidate(settings: Settings, schema: str) -> bool:
     """Drop an unpublished candidate schema (a blocked run's marts); False if there was none.
 
@@ -374,7 +435,10 @@ def purge_batch(settings: Settings, batch_id: str) -> list[PurgedFile]:
 
     A file whose same content also came with another batch that was not purged is kept
     (its rows are that batch's too) and reported with the reason. The batch's
-    ``batch_files`` rows go as well, so nothing can read it again.
+    ``batch_files`` rows go as well, so nothing can read it again, and what was done is
+    logged in ``governance.purged_batches`` in the same transaction: purging a batch
+    whose rows are already gone returns that log (a purge the ledger never heard of,
+    because the process died, is finished from it).
     """
     check_batch_id(batch_id)
     purged = []
@@ -384,6 +448,11 @@ def purge_batch(settings: Settings, batch_id: str) -> list[PurgedFile]:
             "ORDER BY table_name",
             [batch_id],
         )
+        logged = warehouse.rows(
+            f"SELECT files FROM {GOVERNANCE}.purged_batches WHERE batch_id = ?", [batch_id]
+        )
+        if not files and logged:
+            return [PurgedFile(**f) for f in json.loads(str(logged[0][0]))]
         published = warehouse.rows(
             f"SELECT count(*) FROM {GOVERNANCE}.published_batches WHERE batch_id = ?", [batch_id]
         )[0][0]
@@ -415,6 +484,11 @@ def purge_batch(settings: Settings, batch_id: str) -> list[PurgedFile]:
                 counts.append(int(n))
             purged.append(PurgedFile(table, sha256, counts[0], counts[1], None))
         warehouse.execute(f"DELETE FROM {GOVERNANCE}.batch_files WHERE batch_id = ?", [batch_id])
+        warehouse.execute(f"DELETE FROM {GOVERNANCE}.purged_batches WHERE batch_id = ?", [batch_id])
+        warehouse.execute(
+            f"INSERT INTO {GOVERNANCE}.purged_batches VALUES (?, ?, now())",
+            [batch_id, json.dumps([asdict(f) for f in purged])],
+        )
     return purged
 
 
@@ -439,6 +513,7 @@ def land(
     """Record a batch as landed: its files in the warehouse (what dbt may read once it is
     published), then its state in the ledger. ``files`` are the ingest manifest's."""
     register_batch(settings, batch_id, [(str(f["table"]), str(f["sha256"])) for f in files])
+    failpoint("land.warehouse_committed")  # the rerun registers the same files again
     kept = [{key: f[key] for key in _BATCH_FILE_KEYS} for f in files]
     return ledger.land_batch(batch_id, kept, run_id=run_id)
 
@@ -459,7 +534,7 @@ def purge(
     transaction; the ledger then marks the batch ``purged`` (who, why, what was deleted,
     the signed statement) and forgets the purged files' load records, so the same content
     can land again later. A purge interrupted between the two is finished by running it
-    again.
+    again: the warehouse's purge log tells what was deleted.
     """
     from shelfguard.policy_approval import signer_problem
 
@@ -476,6 +551,7 @@ def purge(
             f"batch {batch_id} is {batch.state}: only a blocked batch can be purged"
         )
     purged = purge_batch(settings, batch_id)
+    failpoint("purge.warehouse_committed")  # the rerun reads what was deleted from the log
     deleted = sum(f.raw_rows + f.quarantined_rows for f in purged)
     kept = [f for f in purged if f.kept_because]
     summary = f"{reason.strip()} ({deleted} rows deleted"
@@ -483,6 +559,7 @@ def purge(
     for f in purged:
         if not f.kept_because:
             ledger.forget_ingested_file(f"raw.{f.table}", f.sha256)
+    failpoint("purge.files_forgotten")
     at = signing_time()
     envelope = signer.sign(
         purge_statement(signer.name, at, batch_id=batch_id, policy_sha256=policy.sha256)

@@ -24,8 +24,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from upath import UPath
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.ledger import Ledger, SnapshotRecord, open_ledger
+from shelfguard.failpoints import failpoint
+from shelfguard.ledger import AliasRecord, Ledger, SnapshotRecord, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
+from shelfguard.policy import Policy
+from shelfguard.publication import PublishedSnapshot
 from shelfguard.run_context import RunContext, pin_policy, trigger_identity
 
 FAILED = "failed"
@@ -70,9 +73,11 @@ def start_run(context: Mapping[str, Any]) -> str:
         "request_id": conf.get("request_id"),
         "policy_sha256": policy.sha256,
     }
-    from shelfguard.liveness import EMBEDDED_RUNNER, RUN_LOCK_ENV, reap_abandoned
+    from shelfguard.liveness import EMBEDDED_RUNNER, RUN_LOCK_ENV
 
-    reap_abandoned(settings, ledger)
+    recovered = recover(settings, ledger)
+    if recovered:
+        lineage["recovered_snapshots"] = recovered
     if os.environ.get(RUN_LOCK_ENV):
         lineage["runner"] = EMBEDDED_RUNNER
     if dag_id == "catalog_refresh":
@@ -89,6 +94,17 @@ def start_run(context: Mapping[str, Any]) -> str:
     context["ti"].xcom_push(key=K_ANONYMITY_XCOM, value=policy.privacy.k_anonymity)
     context["ti"].xcom_push(key=MARTS_SCHEMA_XCOM, value=lineage.get("marts_schema"))
     return run_id
+
+
+def recover(settings: Settings, ledger: Ledger) -> list[str]:
+    """What every run does first: mark runs whose process died ``ABANDONED``, and record
+    in the ledger the snapshots a process published before it died (the warehouse had
+    committed, the ledger was not told). Returns the snapshot ids recovered."""
+    from shelfguard import publication
+    from shelfguard.liveness import reap_abandoned
+
+    reap_abandoned(settings, ledger)
+    return publication.reconcile(settings, ledger)
 
 
 def _pin_snapshot(context: Mapping[str, Any], settings: Settings, ledger: Ledger) -> dict[str, Any]:
@@ -124,23 +140,44 @@ def source_dir(context: Mapping[str, Any], settings: Settings) -> Path:
     return Path(source) if source else settings.landing_dir
 
 
-def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Purge quarantined personal data past its retention, then load the source folder
-    into ``raw.*`` and record the manifest and the ``ingest`` gate."""
-    from shelfguard.ingest import IngestError, purge_expired_quarantine
+def land_source(
+    settings: Settings, ledger: Ledger, run_id: str, policy: Policy, source: Path
+) -> dict[str, Any]:
+    """Purge quarantined personal data past its retention, load ``source`` into ``raw.*``
+    and land the batch: the :func:`ingest` task without Airflow. Returns the manifest.
+
+    Raises :class:`~shelfguard.ingest.IngestError` when the batch is refused.
+    """
+    from shelfguard import publication
     from shelfguard.ingest import ingest as run_ingest
+    from shelfguard.ingest import purge_expired_quarantine
+
+    # First, so that a refused batch does not keep expired personal data any longer.
+    purge_expired_quarantine(
+        settings.warehouse_url, ledger, policy.privacy.raw_retention_days, run_id=run_id
+    )
+    manifest = run_ingest(source, settings.warehouse_url, ledger, run_id=run_id)
+    files = manifest.to_dict()["files"]
+    ledger.update_lineage(
+        run_id,
+        batch_id=manifest.batch_id,
+        inputs={f["file_name"]: f["sha256"] for f in files},
+    )
+    publication.land(settings, ledger, manifest.batch_id, files, run_id=run_id)
+    return manifest.to_dict()
+
+
+def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Land the source folder (:func:`land_source`) and record the ``ingest`` gate."""
+    from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
+    from shelfguard.ingest import IngestError
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
     ledger = open_ledger(settings.ledger_url)
     policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
-    # First, so that a refused batch does not keep expired personal data any longer.
-    purge_expired_quarantine(
-        settings.warehouse_url, ledger, policy.privacy.raw_retention_days, run_id=run_id
-    )
-    source = source_dir(context, settings)
     try:
-        manifest = run_ingest(source, settings.warehouse_url, ledger, run_id=run_id)
+        manifest = land_source(settings, ledger, run_id, policy, source_dir(context, settings))
     except IngestError as exc:
         ledger.record_gate(
             run_id,
@@ -156,23 +193,13 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
             ],
         )
         raise AirflowFailException(f"ingest refused the batch: {exc}") from exc
-    files = manifest.to_dict()["files"]
-    ledger.update_lineage(
-        run_id,
-        batch_id=manifest.batch_id,
-        inputs={f["file_name"]: f["sha256"] for f in files},
-    )
-    from shelfguard import publication
-    from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
-
-    publication.land(settings, ledger, manifest.batch_id, files, run_id=run_id)
-
-    context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest.batch_id)
+    files = manifest["files"]
+    context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest["batch_id"])
     ledger.record_gate(
         run_id,
         "ingest",
         "pass",
-        subject=f"batch:{manifest.batch_id}",
+        subject=f"batch:{manifest['batch_id']}",
         checks=[
             {
                 "name": f"rows_conserved:{f['file_name']}",
@@ -185,58 +212,38 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
         ],
         metrics={"files": files},
     )
-    return manifest.to_dict()
+    return manifest
 
 
-def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Publish the run's gated candidate as the marts, in one warehouse transaction.
+def publish_candidate(ctx: RunContext) -> PublishedSnapshot:
+    """Publish the run's gated candidate as the marts and tell the ledger: the
+    :func:`publish_marts` task without Airflow.
 
-    The candidate's fingerprint must still be the one the training-data gate passed.
-    Then the snapshot is recorded, the batch becomes ``published``, and each marts
-    Asset event (the task's outlets) carries the snapshot's id and fingerprint.
-    Snapshots older than the newest few are dropped unless a running run pinned them.
+    The candidate's fingerprint must still be the one the training-data gate passed
+    (:class:`~shelfguard.publication.PublicationError` otherwise). Snapshots older than
+    the newest few are dropped unless a running run pinned them.
     """
     from shelfguard import modeling, publication
     from shelfguard.assets import MARTS
     from shelfguard.gates import MART_TABLES
 
-    ctx = RunContext.from_airflow(context)
     fingerprint = modeling.training_snapshot(ctx.ledger, ctx.run_id)
     schema = str(ctx.lineage["marts_schema"])
     batch_id = ctx.lineage.get("batch_id")
     gate = next(g for g in ctx.ledger.gate_results(ctx.run_id) if g.gate == "training_data")
-    try:
-        snapshot = publication.publish(
-            ctx.settings,
-            schema=schema,
-            fingerprint=fingerprint,
-            tables=MART_TABLES,
-            run_id=ctx.run_id,
-            batch_id=str(batch_id) if batch_id else None,
-        )
-    except publication.PublicationError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    ctx.ledger.record_snapshot(
-        snapshot.snapshot_id,
-        schema_name=schema,
+    snapshot = publication.publish(
+        ctx.settings,
+        schema=schema,
         fingerprint=fingerprint,
+        tables=MART_TABLES,
         run_id=ctx.run_id,
-        batch_id=snapshot.batch_id,
-        tables=dict(gate.metrics.get("tables") or {}),
+        batch_id=str(batch_id) if batch_id else None,
     )
-    if batch_id:
-        ctx.ledger.set_batch_state(
-            str(batch_id), "published", run_id=ctx.run_id, snapshot_id=snapshot.snapshot_id
-        )
-    names = [asset.name for asset in MARTS]
-    extra = {"snapshot_id": snapshot.snapshot_id, "fingerprint": fingerprint, "run_id": ctx.run_id}
-    outlet_events = context.get("outlet_events")
-    if outlet_events is not None:
-        for asset in MARTS:
-            outlet_events[asset].extra = extra
+    failpoint("publish.warehouse_committed")  # the next run's start records it
+    publication.record_publication(ctx.ledger, snapshot, gate.metrics.get("tables") or {})
     ctx.ledger.update_lineage(
         ctx.run_id,
-        published_assets=names,
+        published_assets=[asset.name for asset in MARTS],
         published_snapshot=snapshot.snapshot_id,
         data_snapshot_id=fingerprint,
     )
@@ -248,7 +255,34 @@ def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
     retired = publication.retire_snapshots(ctx.settings, pinned=pinned | {snapshot.snapshot_id})
     if retired:
         ctx.ledger.update_lineage(ctx.run_id, retired_snapshots=retired)
-    return {**extra, "assets": names, "schema": schema}
+    return snapshot
+
+
+def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Publish the run's gated candidate as the marts, in one warehouse transaction.
+
+    The candidate's fingerprint must still be the one the training-data gate passed.
+    Then the snapshot is recorded, the batch becomes ``published``, and each marts
+    Asset event (the task's outlets) carries the snapshot's id and fingerprint.
+    """
+    from shelfguard import publication
+    from shelfguard.assets import MARTS
+
+    ctx = RunContext.from_airflow(context)
+    try:
+        snapshot = publish_candidate(ctx)
+    except publication.PublicationError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    extra = {
+        "snapshot_id": snapshot.snapshot_id,
+        "fingerprint": snapshot.fingerprint,
+        "run_id": ctx.run_id,
+    }
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        for asset in MARTS:
+            outlet_events[asset].extra = extra
+    return {**extra, "assets": [asset.name for asset in MARTS], "schema": snapshot.schema_name}
 
 
 def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
@@ -379,20 +413,33 @@ def index_gate(context: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics}
 
 
-def promote(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Move the champion alias to the run's (model, index) if the ledger holds every proof."""
+def promote_run(ctx: RunContext) -> AliasRecord:
+    """Move the champion to the run's (model, index) and say so in the run's lineage: the
+    :func:`promote` task without Airflow. Raises
+    :class:`~shelfguard.promotion.PromotionRefused` (recorded in the lineage) when the
+    ledger lacks a proof; a retry after the alias moved is a no-op."""
     from shelfguard.promotion import PromotionRefused
     from shelfguard.promotion import promote as move_champion
 
-    ctx = RunContext.from_airflow(context)
-    ledger, run_id, dag_id = ctx.ledger, ctx.run_id, ctx.dag_id
     try:
-        alias = move_champion(ledger, ctx.policy, run_id)
+        alias = move_champion(ctx.ledger, ctx.policy, ctx.run_id)
     except PromotionRefused as exc:
-        ledger.update_lineage(run_id, promotion_refused=exc.missing)
+        ctx.ledger.update_lineage(ctx.run_id, promotion_refused=exc.missing)
+        raise
+    failpoint("promote.alias_moved")  # a retry finds the alias moved: a no-op
+    kind = "index" if ctx.dag_id == "catalog_refresh" else "model"
+    ctx.ledger.update_lineage(ctx.run_id, promoted_version=alias.version, promoted=kind)
+    return alias
+
+
+def promote(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Move the champion alias to the run's (model, index) if the ledger holds every proof."""
+    from shelfguard.promotion import PromotionRefused
+
+    try:
+        alias = promote_run(RunContext.from_airflow(context))
+    except PromotionRefused as exc:
         raise AirflowFailException(str(exc)) from exc
-    kind = "index" if dag_id == "catalog_refresh" else "model"
-    ledger.update_lineage(run_id, promoted_version=alias.version, promoted=kind)
     return {
         "version": alias.version,
         "model_sha256": alias.model.sha256,
