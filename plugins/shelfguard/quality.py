@@ -794,34 +794,6 @@ def _gx() -> Any:
     return great_expectations
 
 
-_template_cache: jinja2.BytecodeCache | None = None
-
-
-def _cache_compiled_templates(directory: Path) -> None:
-    """Keep GX's compiled Data Docs templates on disk under ``directory``.
-
-    GX builds a new Jinja environment for every page it renders, so each gate run
-    compiled the same few dozen templates again, once per page: most of the cost of
-    rendering the Data Docs. Jinja's bytecode cache keys each compiled template by its
-    name and a checksum of its source, so a GX upgrade cannot serve a stale page.
-    """
-    from great_expectations.render.view.view import DefaultJinjaView
-
-    global _template_cache
-    directory.mkdir(parents=True, exist_ok=True)
-    _template_cache = jinja2.FileSystemBytecodeCache(str(directory))
-    init = DefaultJinjaView.__init__
-    if getattr(init, "_shelfguard_cached", False):
-        return
-
-    def cached_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.env.bytecode_cache = _template_cache
-
-    cached_init._shelfguard_cached = True  # type: ignore[attr-defined]
-    DefaultJinjaView.__init__ = cached_init  # type: ignore[method-assign]
-
-
 def docs_index(gx_root: Path) -> Path:
     """Where the Data Docs index of the context under ``gx_root`` is written."""
     return gx_root / GX_DIR / "uncommitted" / "data_docs" / "local_site" / "index.html"
@@ -868,9 +840,29 @@ def _context(gx_root: Path) -> AbstractDataContext:
             globally=False, metric_calculations=False
         )
         changed = True
+    if _use_cached_views(context, template_cache_dir(gx_root)):
+        changed = True
     if changed:
         context.variables.save()
     return cast("AbstractDataContext", context)
+
+
+def _use_cached_views(context: Any, directory: Path) -> bool:
+    """Point the local Data Docs site at the views that keep compiled templates
+    (:mod:`shelfguard.gx_views`); True when the site's configuration changed."""
+    from shelfguard.gx_views import site_views
+
+    sites = dict(context.variables.data_docs_sites or {})
+    site = dict(sites.get("local_site") or {})
+    if not site:
+        return False
+    wanted = site_views(directory)
+    if all(site.get(key) == value for key, value in wanted.items()):
+        return False
+    site.update(wanted)
+    sites["local_site"] = site
+    context.variables.data_docs_sites = sites
+    return True
 
 
 def _datasource(context: AbstractDataContext, url: str) -> SQLDatasource:
@@ -976,7 +968,6 @@ def run_suites(
             datasource.get_engine().dispose()
         index: Path | None = None
         if identifiers:
-            _cache_compiled_templates(template_cache_dir(gx_root))
             sites = context.build_data_docs(resource_identifiers=identifiers)
             index = docs_index(gx_root) if sites else None
     return QualityReport(runs=runs, docs_index=index)
