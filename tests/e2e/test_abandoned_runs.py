@@ -105,7 +105,9 @@ def test_a_killed_run_is_abandoned_and_a_second_run_waits_its_turn(tmp_path: Pat
     try:
         run_id = _running_with_a_gate(home, proc)
         (airflow,) = [
-            p for p in psutil.Process(proc.pid).children() if "shelfguard.dag_test" in p.cmdline()
+            p
+            for p in psutil.Process(proc.pid).children()
+            if p.cmdline()[1:5] == ["-m", "airflow", "dags", "test"]
         ]
         airflow.send_signal(signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=300)
