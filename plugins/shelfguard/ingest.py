@@ -94,6 +94,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from shelfguard import duckdb_wait
 from shelfguard.config import load_settings
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import IngestFileRecord, Ledger, RetentionPurgeRecord
@@ -937,7 +938,7 @@ def _load_duckdb(
     """Parse and load into the DuckDB file: ONE transaction for the whole batch."""
     loaded: dict[str, FileManifest] = {}
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(duckdb_path))
+    con = duckdb_wait.connect(duckdb_path)
     try:
         _migrate_duckdb(con, key)
         _ensure_tables(con)
@@ -1318,7 +1319,7 @@ def _purge_duckdb(
 ) -> _PurgeLog:
     if not path.exists():
         return []
-    con = duckdb.connect(str(path))
+    con = duckdb_wait.connect(path)
     try:
         present = {
             str(name)

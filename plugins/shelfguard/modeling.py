@@ -19,6 +19,7 @@ from typing import Any
 
 from upath import UPath
 
+from shelfguard import duckdb_wait
 from shelfguard.config import Settings
 from shelfguard.evaluation import GATE, decide, gate_status, metrics_table
 from shelfguard.failpoints import failpoint
@@ -131,9 +132,8 @@ def export_training_data(
 
 def _export_from_duckdb(duckdb_path: Path, exports: dict[str, str], data_dir: Path) -> None:
     """Write ``exports`` (file name -> query) as parquet from the DuckDB warehouse."""
-    import duckdb
 
-    con = duckdb.connect(str(duckdb_path), read_only=True)
+    con = duckdb_wait.connect(duckdb_path, read_only=True)
     try:
         for name, query in exports.items():
             partial = (data_dir / name).with_suffix(".partial")

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shelfguard import duckdb_wait
 from shelfguard.config import Settings
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import BatchRecord, Ledger, SnapshotRecord
@@ -109,10 +110,8 @@ class _Warehouse:
     def __init__(self, settings: Settings) -> None:
         self.kind = settings.warehouse_kind
         if self.kind == "duckdb":
-            import duckdb
-
             settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-            self._con: Any = duckdb.connect(str(settings.duckdb_path))
+            self._con: Any = duckdb_wait.connect(settings.duckdb_path)
             self._cur: Any = self._con
         else:
             from shelfguard.ingest import pg_connect

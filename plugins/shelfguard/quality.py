@@ -53,6 +53,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
+from shelfguard import duckdb_wait
 from shelfguard.config import project_root
 from shelfguard.policy import Policy
 
@@ -134,7 +135,11 @@ class _ReadOnlyDuckDBDialect(duckdb_engine.Dialect):  # type: ignore[misc]
 
     def connect(self, *cargs: Any, **cparams: Any) -> Any:
         cparams["read_only"] = True
-        return super().connect(*cargs, **cparams)
+        # Another process may hold the file for one short step: wait for it.
+        return duckdb_wait.wait_for_file(
+            lambda: super(_ReadOnlyDuckDBDialect, self).connect(*cargs, **cparams),
+            str(cargs[0] if cargs else cparams.get("database", "the DuckDB file")),
+        )
 
     def do_begin(self, dbapi_connection: Any) -> None:
         return None
