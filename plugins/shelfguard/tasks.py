@@ -427,7 +427,9 @@ def promote_run(ctx: RunContext) -> AliasRecord:
         ctx.ledger.update_lineage(ctx.run_id, promotion_refused=exc.missing)
         raise
     failpoint("promote.alias_moved")  # a retry finds the alias moved: a no-op
-    kind = "index" if ctx.dag_id == "catalog_refresh" else "model"
+    # A run that re-encoded the catalog with the champion's model (an index refresh)
+    # promoted an index; one that trained a model promoted that model.
+    kind = "index" if ctx.lineage.get("previous_index_sha256") else "model"
     ctx.ledger.update_lineage(ctx.run_id, promoted_version=alias.version, promoted=kind)
     return alias
 

@@ -240,6 +240,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     edited["privacy"]["k_anonymity"] = 100_000
     policy.write_text(yaml.safe_dump(edited), encoding="utf-8")
     facts["edited_sha256"] = hashlib.sha256(policy.read_bytes()).hexdigest()
+    # Two DAGs on one home at once: the retraining run reads its pinned snapshot from the
+    # DuckDB file while catalog_refresh writes and publishes week 3 into it.
+    facts["concurrent_exports"] = []
+    while process.poll() is None and len(facts["concurrent_exports"]) < 3:
+        facts["concurrent_exports"].append(retrain_step(home, policy, "export"))
     stdout, stderr = process.communicate(timeout=900)
     assert stdout.strip(), stderr[-3000:]
     facts["week3"] = json.loads(stdout)
@@ -363,6 +368,27 @@ def test_retraining_trains_on_exactly_the_snapshot_it_pinned(story: dict[str, An
     assert set(exported.column("query").to_pylist()) == week2_queries
     assert WEEK3_QUERY in live_queries, "the published marts moved on to week 3 meanwhile"
     assert WEEK3_QUERY not in week2_queries
+
+
+def test_two_dags_on_one_home_wait_for_each_other_and_read_their_own_snapshot(
+    story: dict[str, Any],
+) -> None:
+    # The exports ran while week 3 was being written and published (each waited for the
+    # file when the other DAG held it): every one holds the pinned snapshot, row for row.
+    assert story["week3_code"] == 0, story["week3"]
+    assert story["concurrent_exports"], "week 3 finished before any export could run"
+    for export in story["concurrent_exports"]:
+        assert export == story["retrain_export"]
+    with sqlite3.connect(story["home"] / "ledger.sqlite") as db:
+        (lineage,) = db.execute(
+            "select lineage from runs where run_id = ?", [f"{RETRAIN_DAG}/{RETRAIN_RUN}"]
+        ).fetchone()
+    schema = json.loads(lineage)["marts_schema"]
+    data_dir = Path(story["retrain_export"]["data_dir"])
+    assert (
+        pq.read_table(data_dir / "pairs.parquet").num_rows
+        == warehouse(story["home"], f"select count(*) from {schema}.fct_training_pairs")[0][0]
+    )
 
 
 def test_a_policy_edited_mid_run_does_not_change_that_run(story: dict[str, Any]) -> None:
