@@ -263,6 +263,13 @@ def _finish(decision: ApprovalRecord, log: Any) -> dict[str, Any]:
     return summary
 
 
+def _tell_waiting(ledger: Ledger, policy: Policy, run_id: str, how: str, context: Any) -> None:
+    """Tell the policy's channels that this run's pair waits for a person."""
+    from shelfguard import notify
+
+    notify.send(policy, notify.approval_notice(ledger, run_id, how), context)
+
+
 def _context_run(context: Mapping[str, Any]) -> tuple[Ledger, Policy, str]:
     """The run's ledger, the policy it pinned when it started, and its ledger id."""
     from shelfguard.run_context import RunContext
@@ -293,6 +300,9 @@ class LedgerApprovalOperator(BaseOperator):
             )
             return _finish(approve_by_policy(ledger, policy, run_id, why), self.log)
         self.log.info("%s", evidence(ledger, run_id))
+        _tell_waiting(
+            ledger, policy, run_id, f"Answer: shelfguard approve|reject {run_id} --by NAME", context
+        )
         decision = wait_for_decision(
             ledger,
             policy,
@@ -323,6 +333,7 @@ def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
             self.body = evidence(ledger, run_id)
             self.response_timeout = timedelta(minutes=policy.approval.timeout_minutes)
             self.assigned_users = [{"id": a, "name": a} for a in policy.approval.approvers]
+            _tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
             return super().execute(context)
 
         def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

@@ -655,7 +655,13 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     ledger = _ledger(settings)
     try:
         policy = _policy_in_force(ledger)  # its approvers may roll back
+        before = ledger.get_alias("champion")
         alias = rollback(ledger, policy, signer=signer, to_version=args.to, reason=args.reason)
+        if before is None or before.version != alias.version:
+            from shelfguard import notify
+
+            notice = notify.champion_notice(alias, "rollback", args.by, args.reason)
+            notify.send(policy, notice)
     except PromotionRefused as exc:
         if exc.tampered:
             raise TamperedError("rollback refused: " + "; ".join(exc.missing)) from exc

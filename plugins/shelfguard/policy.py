@@ -269,6 +269,48 @@ class ApprovalPolicy(_Strict):
         return self.keys.get(name) if name in self.approvers else None
 
 
+#: What a notification channel may be told about.
+NotifyEvent = Literal["blocked", "rejected", "failed", "approval_waiting", "champion_moved"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "blocked",
+    "rejected",
+    "failed",
+    "approval_waiting",
+    "champion_moved",
+)
+
+
+class NotifyChannel(_Strict):
+    """One place to tell: an e-mail address list (through an Airflow SMTP connection) or a
+    webhook that receives a JSON document."""
+
+    name: Name
+    type: Literal["email", "webhook"]
+    #: e-mail: the recipients; the SMTP server is the Airflow connection ``smtp_conn_id``.
+    to: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
+    smtp_conn_id: str = Field("smtp_default", max_length=200)
+    from_email: str | None = Field(None, max_length=320)
+    #: webhook: where the JSON document is POSTed (http or https).
+    url: str | None = Field(None, max_length=2000)
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+
+    @model_validator(mode="after")
+    def _target(self) -> NotifyChannel:
+        if self.type == "email":
+            if not self.to or any("@" not in address for address in self.to):
+                raise ValueError(f"channel {self.name}: an email channel needs to: [addresses]")
+        elif not self.url or not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"channel {self.name}: a webhook channel needs url: http(s)://...")
+        return self
+
+
+class NotifyPolicy(_Strict):
+    """Who is told when a run is BLOCKED, REJECTED or FAILED, an approval waits, or the
+    champion moves."""
+
+    channels: list[NotifyChannel] = Field(default_factory=list, max_length=MAX_ENTRIES)
+
+
 class Policy(_Strict):
     """The whole ``governance.yml``."""
 
@@ -285,6 +327,7 @@ class Policy(_Strict):
     evaluation: EvaluationPolicy = Field(default_factory=lambda: EvaluationPolicy())
     index: IndexPolicy = Field(default_factory=lambda: IndexPolicy())
     approval: ApprovalPolicy = Field(default_factory=lambda: ApprovalPolicy())
+    notify: NotifyPolicy = Field(default_factory=lambda: NotifyPolicy())
     sha256: str = Field("", description="sha256 of the file's bytes; set by load_policy")
     path: str = Field("", description="where the policy was read from; set by load_policy")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from shelfguard.ledger import AliasRecord, Ledger, SnapshotRecord, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
 from shelfguard.policy import Policy
 from shelfguard.publication import PublishedSnapshot
-from shelfguard.run_context import RunContext, pin_policy, trigger_identity
+from shelfguard.run_context import RunContext, RunContextError, pin_policy, trigger_identity
 
 FAILED = "failed"
 NOT_RUN = {"upstream_failed", "skipped", "removed", None}
@@ -461,11 +462,17 @@ def finalize(context: Mapping[str, Any]) -> str:
     try:
         return _decide(ledger, context, run_id, dag_id)
     finally:
+        from shelfguard import notify
         from shelfguard.reports import write_report
 
         if dag_id == "catalog_refresh":
             _settle_batch(settings, ledger, run_id)
-        write_report(settings, ledger, run_id)
+        report = write_report(settings, ledger, run_id)
+        # BLOCKED, REJECTED, FAILED, or a champion moved: the policy's channels are told
+        # (a run that never pinned a policy has no channels to tell).
+        with suppress(RunContextError):
+            policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
+            notify.send(policy, notify.outcome_notice(ledger, run_id, report.as_uri()), context)
 
 
 def _settle_batch(settings: Settings, ledger: Ledger, run_id: str) -> None:

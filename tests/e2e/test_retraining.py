@@ -19,12 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 import yaml
+from notify_support import Inbox, receivers
 from signing_support import approvers, write_keys
 
 from shelfguard.config import load_settings, project_root
@@ -40,6 +42,8 @@ QUERY = "solid wood coffee table"
 #: Signs every test policy into force; the other people sign their own decisions.
 OWNER = "governance-owner"
 PEOPLE = (OWNER, "alice", "bob", "carol")
+#: The Airflow connection of the test SMTP server, passed to every run (see ``inbox``).
+_NOTIFY_ENV: dict[str, str] = {}
 
 
 def _env(home: Path, policy: Path | None = None, user: str = "carol") -> dict[str, str]:
@@ -48,6 +52,7 @@ def _env(home: Path, policy: Path | None = None, user: str = "carol") -> dict[st
     env.update(SHELFGUARD_HOME=str(home), USER=user, SHELFGUARD_KEYS_DIR=str(home.parent / "keys"))
     if policy is not None:
         env["SHELFGUARD_POLICY"] = str(policy)
+    env.update(_NOTIFY_ENV)
     return env
 
 
@@ -79,10 +84,16 @@ def retrain(home: Path, policy: Path | None = None, **train: object) -> tuple[in
     return shelfguard(home, *args, policy=policy)
 
 
-def write_policy(path: Path, evaluation: dict[str, Any] | None = None, **approval: object) -> Path:
-    """The project's policy with the model thresholds opened (then ``evaluation`` applied)
-    and the approval block updated."""
+def write_policy(
+    path: Path,
+    evaluation: dict[str, Any] | None = None,
+    notify: list[dict[str, Any]] | None = None,
+    **approval: object,
+) -> Path:
+    """The project's policy with the model thresholds opened (then ``evaluation`` applied),
+    the approval block updated and ``notify`` channels listed."""
     policy = yaml.safe_load((project_root() / "governance.yml").read_text())
+    policy["notify"] = {"channels": notify or []}
     policy["evaluation"].update(
         floors={}, max_drop_vs_champion=1.0, max_slice_drop=1.0, first_run_must_beat=[]
     )
@@ -215,11 +226,21 @@ def test_a_model_trained_on_shuffled_pairs_loses_to_the_champion(
 
 
 @pytest.fixture(scope="module")
+def inbox() -> Iterator[Inbox]:
+    """A loopback SMTP server and webhook receiver that the test policies notify."""
+    with receivers() as received:
+        _NOTIFY_ENV.update(received.env())
+        yield received
+    _NOTIFY_ENV.clear()
+
+
+@pytest.fixture(scope="module")
 def slice_blocked(
     store: dict[str, Path],
     first: dict[str, Any],
     tiny_model: str,
     tmp_path_factory: pytest.TempPathFactory,
+    inbox: Inbox,
 ) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """A run blocked by the slice rule alone: overall rules open, per-class rule in force.
 
@@ -231,10 +252,24 @@ def slice_blocked(
     policy = write_policy(
         tmp_path_factory.mktemp("slice") / "governance.yml",
         {"max_slice_drop": 0.05, "slice_min_queries": 3},
+        notify=inbox.channels(events=["blocked"]),
     )
     code, outcome = retrain(home, policy, base_model=tiny_model)
     assert (code, outcome["blocked_gate"]) == (3, "evaluation"), outcome
     return outcome, policy, before
+
+
+def test_a_blocked_run_is_mailed_and_posted_to_the_policy_channels(
+    slice_blocked: tuple[dict[str, Any], Path, dict[str, Any]], inbox: Inbox
+) -> None:
+    outcome, _, _ = slice_blocked
+    mail, post = inbox.wait_for("blocked")
+    assert post["run_id"] == outcome["run_id"]
+    assert "Gate: evaluation" in post["lines"]
+    assert any(line.startswith("Failed check: slice:") for line in post["lines"]), post
+    assert str(post["link"]).endswith("report.html")
+    assert Path(str(post["link"]).removeprefix("file://")).is_file()
+    assert f"BLOCKED: {outcome['run_id']} at gate evaluation" in str(mail["Subject"])
 
 
 def test_a_slice_regression_blocks_naming_the_slice(
@@ -316,16 +351,23 @@ def wait_for_approval_request(home: Path, proc: subprocess.Popen[str]) -> str:
 
 
 def test_a_person_rejects_and_the_champion_stays(
-    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path
+    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path, inbox: Inbox
 ) -> None:
     home = store["home"]
     before = champion(home)
     policy = write_policy(
-        tmp_path / "governance.yml", mode="required", approvers=["alice", "bob", "carol"]
+        tmp_path / "governance.yml",
+        notify=inbox.channels(events=["approval_waiting", "rejected"]),
+        mode="required",
+        approvers=["alice", "bob", "carol"],
     )
     proc = run_in_background(home, policy, tiny_model)
     try:
         run_id = wait_for_approval_request(home, proc)
+        # The approvers are told that a decision waits, and how to give it.
+        _, waiting = inbox.wait_for("approval_waiting", timeout=120)
+        assert waiting["run_id"] == run_id
+        assert any("shelfguard approve|reject" in line for line in waiting["lines"])
         own = cli(home, "approve", run_id, "--by", "carol", policy=policy)
         assert own.returncode == 2 and "may not approve" in " ".join(own.stderr.split())
         no = cli(
@@ -339,6 +381,9 @@ def test_a_person_rejects_and_the_champion_stays(
     assert (proc.returncode, outcome["outcome"]) == (4, "REJECTED"), stderr[-2000:]
     assert "bob" in outcome["message"]
     assert champion(home) == before
+    mail, rejected = inbox.wait_for("rejected")
+    assert rejected["run_id"] == run_id and "bob" in " ".join(rejected["lines"])
+    assert f"REJECTED: {run_id}" in str(mail["Subject"])
 
 
 def test_no_answer_before_the_timeout_is_a_rejection(
