@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -370,6 +371,7 @@ def run_pipeline(
 ) -> tuple[str, dict[str, Any]]:
     """Run a DAG on the embedded runtime; returns the outcome and a JSON-ready summary."""
     from shelfguard.embedded import EmbeddedRunError, run_dag
+    from shelfguard.progress import TaskEvent
 
     _require_policy_in_force(settings)
     conf = dict(extra_conf or {})
@@ -379,17 +381,36 @@ def run_pipeline(
     if source:
         conf["source"] = str(Path(source).resolve())
     settings.ensure_dirs()
+    began = time.monotonic()
+
+    def ended(event: TaskEvent) -> str:
+        took = "" if event.seconds is None else f"{event.seconds:7.1f} s"
+        at = time.strftime("%M:%S", time.gmtime(time.monotonic() - began))
+        return f"  {event.task_id:<44} {event.state:<16}{took:>10}   (at {at})"
+
     try:
         if quiet:
             result = run_dag(settings, dag_id, conf, triggered_by=user)
+        elif console.is_terminal:
+            # A live view: the task running now, each finished task above it.
+            with console.status(f"{dag_id}: starting the embedded Airflow…") as status:
+
+                def on_task(event: TaskEvent) -> None:
+                    if event.state == "running":
+                        status.update(f"{dag_id}: {event.task_id}")
+                    else:
+                        console.print(ended(event), markup=False, highlight=False)
+
+                result = run_dag(settings, dag_id, conf, on_task=on_task, triggered_by=user)
         else:
-            with console.status(f"running {dag_id} on the embedded Airflow…") as status:
+            # In a log or under cron: one plain line per finished task, as it finishes.
+            print(f"{dag_id}: running on the embedded Airflow", flush=True)
 
-                def on_line(line: str) -> None:
-                    if "Task instance" in line or "Marking run" in line or "task_id=" in line:
-                        status.update(f"{dag_id}: {line.strip()[-100:]}")
+            def on_task_plain(event: TaskEvent) -> None:
+                if event.state != "running":
+                    print(ended(event), flush=True)
 
-                result = run_dag(settings, dag_id, conf, on_line=on_line, triggered_by=user)
+            result = run_dag(settings, dag_id, conf, on_task=on_task_plain, triggered_by=user)
     except EmbeddedRunError as exc:
         raise UsageError(str(exc)) from exc
     ledger = _ledger(settings)

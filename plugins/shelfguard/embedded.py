@@ -19,6 +19,7 @@ from typing import Any
 
 from shelfguard.config import Settings, project_root
 from shelfguard.ledger import RunRecord, open_ledger
+from shelfguard.progress import TaskEvent, TaskWatcher
 from shelfguard.run_context import EMBEDDED_TRIGGER_ENV
 
 
@@ -131,6 +132,7 @@ def run_dag(
     conf: Mapping[str, Any] | None = None,
     *,
     on_line: Callable[[str], None] | None = None,
+    on_task: Callable[[TaskEvent], None] | None = None,
     triggered_by: str | None = None,
 ) -> EmbeddedRun:
     """Run one DAG to the end with ``airflow dags test`` and return its ledger record.
@@ -139,7 +141,9 @@ def run_dag(
     Airflow process's environment, never through its conf. One run per DAG per home:
     while another run of ``dag_id`` lives, this refuses at once, naming it
     (:class:`shelfguard.liveness.RunLock`); a run whose Airflow process exits before
-    the run finished is recorded ``ABANDONED``.
+    the run finished is recorded ``ABANDONED``. ``on_line`` receives every line Airflow
+    prints (all of them go to the run's log, flushed line by line); ``on_task`` each
+    task as it starts and ends (:class:`shelfguard.progress.TaskWatcher`).
     """
     from shelfguard.liveness import RUN_LOCK_ENV, AlreadyRunning, RunLock, abandon
 
@@ -187,8 +191,12 @@ def run_dag(
     except AlreadyRunning as exc:
         raise EmbeddedRunError(str(exc)) from exc
     try:
+        watcher = TaskWatcher(
+            settings.airflow_home / "airflow.db", dag_id, request_id, on_task or (lambda _: None)
+        )
         with (
-            log_path.open("w", encoding="utf-8") as log,
+            log_path.open("w", encoding="utf-8", buffering=1) as log,
+            watcher,
             subprocess.Popen(
                 command,
                 env=env,

@@ -118,7 +118,26 @@ def test_a_killed_run_is_abandoned_and_a_second_run_waits_its_turn(tmp_path: Pat
     assert (proc.returncode, outcome["outcome"], outcome["run_id"]) == (1, "ABANDONED", run_id)
     assert "the Airflow process exited (code -9)" in outcome["message"], stderr[-2000:]
 
-    # 3. The home is usable again: the next run completes.
-    result = _refresh(home, data)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout)["outcome"] == "OK"
+    # 3. The home is usable again: the next run completes. Without a terminal (a log,
+    # cron) it prints one plain line per task as the task ends, never Airflow's lines.
+    result = subprocess.run(
+        [CLI, "run", "catalog_refresh", "--source", str(data)],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "catalog_refresh: running on the embedded Airflow"
+    ended = {
+        line.split()[0]: line.split()[1]
+        for line in lines[1:]
+        if line.startswith("  ") and "(at " in line
+    }
+    for task in ("start", "ingest", "raw_data_gate", "publish", "finalize"):
+        assert ended.get(task) == "success", (task, lines)
+    assert list(ended).index("start") < list(ended).index("ingest") < list(ended).index("finalize")
+    assert not any("[info" in line or "Task instance" in line for line in lines)
+    newest = max(_status(home).values(), key=lambda r: str(r.get("started_at")))
+    assert newest["outcome"] == "OK", newest
