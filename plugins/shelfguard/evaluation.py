@@ -29,7 +29,11 @@ GATE = "evaluation"
 Metrics = Mapping[str, Any]
 
 
-def _check(name: str, ok: bool, observed: float, expected: str, comment: str) -> dict[str, Any]:
+def _check(
+    name: str, ok: bool, observed: float, expected: str, comment: str, metric: str = PRIMARY
+) -> dict[str, Any]:
+    # The verdict line says the value, the limit it was held to and what that limit came
+    # from ("ndcg@10 0.5317, needs >= 0.5400 (champion 0.5500)"), not a bare number.
     return {
         "name": name,
         "status": "pass" if ok else "fail",
@@ -37,6 +41,7 @@ def _check(name: str, ok: bool, observed: float, expected: str, comment: str) ->
         "observed": round(observed, 4),
         "expected": expected,
         "comment": comment,
+        "message": f"{metric} {observed:.4f}, needs {expected}",
     }
 
 
@@ -67,6 +72,7 @@ def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
                 value,
                 f">= {floor}",
                 f"absolute quality floor on {metric}",
+                metric,
             )
         )
     score = challenger[PRIMARY]
@@ -75,7 +81,11 @@ def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
         champion = _overall(models, "champion")[PRIMARY]
         limit = champion if policy.require_improvement else champion - policy.max_drop_vs_champion
         ok = score > champion if policy.require_improvement else score >= limit
-        relation = f"> {champion:.4f}" if policy.require_improvement else f">= {limit:.4f}"
+        relation = (
+            f"> {champion:.4f} (the champion)"
+            if policy.require_improvement
+            else f">= {limit:.4f} (champion {champion:.4f} - {policy.max_drop_vs_champion:g})"
+        )
         checks.append(
             _check(
                 f"vs_champion:{PRIMARY}",
@@ -97,7 +107,7 @@ def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
                     f"beats_{baseline}:{PRIMARY}",
                     score > reference,
                     score,
-                    f"> {reference:.4f}",
+                    f"> {reference:.4f} ({baseline})",
                     f"first model: must beat {baseline} ({PRIMARY} {reference:.4f}), never a rubber stamp",
                 )
             )
@@ -121,7 +131,7 @@ def _slice_checks(
                 f"slice:{name}",
                 value >= before - policy.max_slice_drop,
                 value,
-                f">= {before - policy.max_slice_drop:.4f} ({reference} {before:.4f})",
+                f">= {before - policy.max_slice_drop:.4f} ({reference} {before:.4f} on this class)",
                 f"{slice_metrics['n_queries']} golden queries of class {name!r} must not regress",
             )
         )

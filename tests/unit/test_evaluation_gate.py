@@ -93,3 +93,20 @@ def test_missing_inputs_are_errors_not_passes() -> None:
             {"challenger": model(0.6), "base": model(0.5), "bm25": model(0.4)},
             POLICY.model_copy(update={"floors": {"map@10": 0.1}}),
         )
+
+
+def test_a_verdict_names_the_value_the_limit_and_where_the_limit_came_from() -> None:
+    drop = {
+        "challenger": model(0.5317, slices={"Sofas": (9, 0.40)}),
+        "champion": model(0.55, slices={"Sofas": (9, 0.52)}),
+        "base": model(0.5),
+        "bm25": model(0.4),
+    }
+    messages = {c["name"]: c["message"] for c in decide(drop, POLICY)}
+    assert messages["vs_champion:ndcg@10"] == (
+        "ndcg@10 0.5317, needs >= 0.5400 (champion 0.5500 - 0.01)"
+    )
+    assert messages["slice:Sofas"] == (
+        "ndcg@10 0.4000, needs >= 0.4700 (champion 0.5200 on this class)"
+    )
+    assert messages["floor:mrr@10"] == "mrr@10 0.5000, needs >= 0.3"
