@@ -1056,6 +1056,7 @@ examples:
   shelfguard run catalog_refresh --source data/     land, gate and publish a delivery
   shelfguard status                                 the champion and the recent runs
   shelfguard approve latest --by alice              sign the approval a run waits for
+  eval "$(shelfguard completion bash)"              complete commands and options in bash
 
 exit codes:
   0 OK or PROMOTED   1 FAILED, ABANDONED or an error (a tampered ledger included)
@@ -1220,15 +1221,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--products", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=42)
     demo.set_defaults(func=cmd_demo)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print the shell code that completes shelfguard's commands and options",
+        description='Add to ~/.bashrc: eval "$(shelfguard completion bash)" '
+        "(zsh and fish likewise).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="your shell")
+    completion.set_defaults(func=cmd_completion)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard completion SHELL``: the completion code for that shell (argcomplete)."""
+    from argcomplete.shell_integration import shellcode
+
+    sys.stdout.write(shellcode(["shelfguard"], shell=args.shell))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the command, map errors to exit codes."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:  # a shell asks for completions
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        if "SHELFGUARD_HOME" not in os.environ and args.command != "keys":
+        if "SHELFGUARD_HOME" not in os.environ and args.command not in ("keys", "completion"):
             # A home defaulted from the current folder is easy to mistake for another.
             console.print(
                 f"[dim]home: {settings.home} (SHELFGUARD_HOME is not set)[/]", soft_wrap=True

@@ -72,3 +72,26 @@ def test_history_lists_every_champion_version(
     assert main(["history"]) == 0
     text = capsys.readouterr().out
     assert "v2" in text and "last 1 run(s): 1 PROMOTED" in text
+
+
+def test_the_shell_completes_commands_and_options(tmp_path: Path) -> None:
+    code = subprocess.run([CLI, "completion", "bash"], capture_output=True, text=True, timeout=120)
+    assert code.returncode == 0 and "complete" in code.stdout and "shelfguard" in code.stdout
+    assert "home:" not in code.stderr  # no home is opened to print shell code
+
+    def complete(line: str) -> set[str]:
+        out = tmp_path / "completions"
+        env = {
+            **os.environ,
+            "_ARGCOMPLETE": "1",
+            "COMP_LINE": line,
+            "COMP_POINT": str(len(line)),
+            "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        }
+        result = subprocess.run([CLI], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return {word.strip() for word in out.read_text().split("\x0b")}
+
+    assert "status" in complete("shelfguard sta")
+    assert {"--dry-run", "--keep-days"} <= complete("shelfguard gc --")
+    assert {"bash", "zsh", "fish"} <= complete("shelfguard completion ")
