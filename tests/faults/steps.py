@@ -20,10 +20,26 @@ import sys
 from pathlib import Path
 
 from shelfguard import indexing, modeling, publication
-from shelfguard.config import load_settings
-from shelfguard.ledger import open_ledger
+from shelfguard.config import Settings, load_settings
+from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.run_context import RunContext, pin_policy
 from shelfguard.tasks import land_source, promote_run, publish_candidate, recover
+
+
+def land(settings: Settings, ledger: Ledger, run_id: str, source: Path) -> None:
+    """A catalog_refresh run's start (unless it started already) and its ingest task."""
+    policy = pin_policy(ledger, settings.home)
+    if ledger.get_run(run_id) is None:
+        ledger.start_run(
+            run_id,
+            "catalog_refresh",
+            triggered_by="cron",
+            lineage={
+                "policy_sha256": policy.sha256,
+                "marts_schema": publication.snapshot_schema(run_id),
+            },
+        )
+    land_source(settings, ledger, run_id, policy, source)
 
 
 def main(argv: list[str]) -> int:
@@ -33,18 +49,7 @@ def main(argv: list[str]) -> int:
     try:
         if step == "land":
             recover(settings, ledger)
-            policy = pin_policy(ledger, settings.home)
-            if ledger.get_run(run_id) is None:
-                ledger.start_run(
-                    run_id,
-                    "catalog_refresh",
-                    triggered_by="cron",
-                    lineage={
-                        "policy_sha256": policy.sha256,
-                        "marts_schema": publication.snapshot_schema(run_id),
-                    },
-                )
-            land_source(settings, ledger, run_id, policy, Path(rest[0]))
+            land(settings, ledger, run_id, Path(rest[0]))
         elif step == "start":
             recover(settings, ledger)
             policy = pin_policy(ledger, settings.home)

@@ -38,6 +38,7 @@ import duckdb
 import pytest
 import yaml
 from signing_support import approvers, signer, write_keys
+from steps import land
 
 from shelfguard import indexing, modeling, publication
 from shelfguard.approval import record_decision
@@ -51,7 +52,7 @@ from shelfguard.policy_approval import approve as approve_policy
 from shelfguard.promotion import promote
 from shelfguard.quality import open_warehouse
 from shelfguard.run_context import RunContext, pin_policy
-from shelfguard.tasks import land_source, publish_candidate
+from shelfguard.tasks import publish_candidate
 from shelfguard_train.embed import INDEX_FILES, index_sha256
 from shelfguard_train.model import model_sha256
 
@@ -139,20 +140,6 @@ def _build_candidate(settings: Settings, ledger: Ledger, run_id: str) -> None:
     ledger.set_batch_state(batch_id, "gated", run_id=run_id)
 
 
-def _start_refresh(settings: Settings, ledger: Ledger, run_id: str, source: Path) -> None:
-    policy = pin_policy(ledger, settings.home)
-    ledger.start_run(
-        run_id,
-        "catalog_refresh",
-        triggered_by="cron",
-        lineage={
-            "policy_sha256": policy.sha256,
-            "marts_schema": publication.snapshot_schema(run_id),
-        },
-    )
-    land_source(settings, ledger, run_id, policy, source)
-
-
 def _trained(settings: Settings, ledger: Ledger, run_id: str, fingerprint: str) -> None:
     """A retraining run whose model and index folders are written, gated, not registered."""
     policy = pin_policy(ledger, settings.home)
@@ -222,14 +209,14 @@ def _build_base(home: Home, select: Callable[[Home], tuple[Settings, Ledger]]) -
     settings.ensure_dirs()
     approve_policy(ledger, home.root / "governance.yml", signer("alice"))
 
-    _start_refresh(settings, ledger, PUBLISHED, home.source / "a")
+    land(settings, ledger, PUBLISHED, home.source / "a")
     _build_candidate(settings, ledger, PUBLISHED)
     snapshot = publish_candidate(RunContext.for_run(PUBLISHED, settings=settings, ledger=ledger))
     ledger.finish_run(PUBLISHED, "OK")
 
-    _start_refresh(settings, ledger, CANDIDATE, home.source / "b")
+    land(settings, ledger, CANDIDATE, home.source / "b")
     _build_candidate(settings, ledger, CANDIDATE)
-    _start_refresh(settings, ledger, BLOCKED, home.source / "c")
+    land(settings, ledger, BLOCKED, home.source / "c")
     run = ledger.get_run(BLOCKED)
     assert run is not None
     ledger.set_batch_state(
