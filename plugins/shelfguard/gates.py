@@ -171,7 +171,10 @@ def run_gate(
         _record_lineage(ledger, run_id, suites, policy)
         if name == "raw_data":
             batch_id = str(outcome.metrics["batch_id"])
-            if ledger.get_batch(batch_id) is not None:
+            batch = ledger.get_batch(batch_id)
+            # A batch delivered again after it was published keeps its state: the same
+            # content is not judged twice within its life (this run's verdict is recorded).
+            if batch is not None and batch.state != "published":
                 blocked = outcome.status == "fail"
                 ledger.set_batch_state(
                     batch_id,

@@ -1181,7 +1181,8 @@ def _load_postgres(
                         )
                 pg.commit()
             except BaseException:
-                pg.rollback()
+                if not pg.closed:  # a server that went away took the transaction with it
+                    pg.rollback()
                 raise
             finally:
                 pg.close()
@@ -1370,7 +1371,8 @@ def _purge_postgres(
             log = cur.fetchall()
         pg.commit()
     except BaseException:
-        pg.rollback()
+        if not pg.closed:  # a server that went away took the transaction with it
+            pg.rollback()
         raise
     finally:
         pg.close()

@@ -73,6 +73,16 @@ class Home:
             self.runs[key] = run_id
         return self.runs[key]
 
+    def land_again(self, *defects: str) -> str:
+        """The same files as :meth:`land` delivered again, in a run of their own."""
+        self.land(*defects)
+        key = "+".join(defects) or "clean"
+        source = self.data_root / key
+        context = airflow_context(f"manual__{key}__again", params={"source": str(source)})
+        run_id = tasks.start_run(context)
+        tasks.ingest(context)
+        return run_id
+
     def raw_gate(self, *defects: str) -> GateOutcome:
         """The raw_data verdict on the batch with ``defects`` (judged once per home)."""
         key = "+".join(defects) or "clean"

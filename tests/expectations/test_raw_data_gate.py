@@ -188,3 +188,18 @@ def test_a_run_without_a_batch_cannot_be_gated(home: Any) -> None:
 
     with pytest.raises(GateError, match="no batch_id"):
         rerun(home, run_id)
+
+
+def test_a_published_batch_delivered_again_is_judged_and_stays_published(
+    fresh_home: Any,
+) -> None:
+    first = fresh_home.land()
+    assert rerun(fresh_home, first).status == "pass"
+    batch_id = str(fresh_home.ledger.get_run(first).lineage["batch_id"])
+    fresh_home.ledger.set_batch_state(batch_id, "published", run_id=first, snapshot_id="snap-1")
+    # The same files again, in a run of their own: the gate judges them, the batch stays.
+    again = fresh_home.land_again()
+    assert fresh_home.ledger.get_run(again).lineage["batch_id"] == batch_id
+    assert rerun(fresh_home, again).status == "pass"
+    assert recorded(fresh_home, again).status == "pass"
+    assert fresh_home.ledger.get_batch(batch_id).state == "published"
