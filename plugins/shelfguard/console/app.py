@@ -52,6 +52,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             "base": base_href(request),
             "login_url": _login_url(request) if exc.status_code == 401 else None,
             "user": None,
+            "csrf": None,
         },
         status_code=exc.status_code,
         headers=headers,
