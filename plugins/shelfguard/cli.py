@@ -1065,6 +1065,8 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
         wait_until_ready,
     )
 
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     proc = start_api_server(settings, args.host, args.port)
     try:
         try:
