@@ -9,7 +9,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint typecheck pytest bench lock clean
+.PHONY: demo test lint typecheck pytest browser bench lock clean
 
 # Creates the virtualenv and installs the pinned dependencies (only when the pins change).
 $(STAMP): constraints.txt pyproject.toml training/pyproject.toml
@@ -36,8 +36,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(MANIFEST)
+pytest: $(STAMP) $(MANIFEST) browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's Chromium through Playwright (Playwright's own
+# browser download is not used). Installed with apt-get when missing and we are root;
+# elsewhere those tests skip with the reason, and fail under CI=true.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "$(CHROMIUM) is missing: install Debian's chromium for the console's browser tests"; fi
 
 # Benchmarks (BENCHMARKS.md): every stage against its baseline, printed as a table and
 # written as JSON to BENCH_OUT. BENCH_SCALE=tiny is a quick smoke run.

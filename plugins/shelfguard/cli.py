@@ -1072,6 +1072,46 @@ environment:
 """
 
 
+# --- shelfguard ui: the governance console (shelfguard.console) -----------------------
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve Airflow's UI with the governance console on this home until interrupted."""
+    from shelfguard.console.server import (
+        DEMO_USERS,
+        ConsoleError,
+        console_url,
+        ensure_demo_passwords,
+        passwords_file,
+        start_api_server,
+        wait_until_ready,
+    )
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    proc = start_api_server(settings, args.host, args.port)
+    try:
+        try:
+            wait_until_ready(proc, args.host, args.port)
+        except ConsoleError as exc:
+            raise UsageError(f"{exc} (is port {args.port} free? try --port)") from exc
+        out.print(f"governance console: {console_url(args.host, args.port)}")
+        out.print(f"Airflow UI:         http://{args.host}:{args.port}/ (menu: Governance)")
+        for name, password in ensure_demo_passwords(settings).items():
+            out.print(f"  user {name} ({DEMO_USERS[name]}), password {password}")
+        out.print(f"  (passwords kept in {passwords_file(settings)}); Ctrl-C stops the server")
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+# --- end of shelfguard ui ---------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from shelfguard import __version__
@@ -1230,6 +1270,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="your shell")
     completion.set_defaults(func=cmd_completion)
+
+    # shelfguard ui (the governance console)
+    ui = sub.add_parser("ui", help="serve Airflow's UI with the governance console (demo users)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

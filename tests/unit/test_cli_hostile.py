@@ -97,6 +97,9 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["search", ""], 2),
         (["search", "oak", "-k", "0"], 2),
         (["search", "oak"], 2),
+        (["ui", "--port", "0"], 2),
+        (["ui", "--port", "70000"], 2),
+        (["completion", "powershell"], 2),
         # verify takes no argument that could be hostile: on a fresh home it says OK.
         (["verify"], 0),
     ]
