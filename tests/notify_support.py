@@ -37,16 +37,20 @@ class Inbox:
 
     def channels(self, events: list[str] | None = None) -> list[dict[str, Any]]:
         """``notify.channels`` entries for both receivers (every event unless ``events``)."""
-        extra = {"events": events} if events else {}
+        def extra() -> dict[str, Any]:
+            # A list of its own per channel: YAML would write a shared one as an anchor,
+            # which the policy loader refuses.
+            return {"events": list(events)} if events else {}
+
         return [
             {
                 "name": "owners",
                 "type": "email",
                 "to": ["owners@example.com"],
                 "smtp_conn_id": SMTP_CONN_ID,
-                **extra,
+                **extra(),
             },
-            {"name": "hook", "type": "webhook", "url": self.webhook_url, **extra},
+            {"name": "hook", "type": "webhook", "url": self.webhook_url, **extra()},
         ]
 
     def env(self) -> dict[str, str]:
