@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -1084,11 +1085,17 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
         ensure_demo_passwords,
         passwords_file,
         start_api_server,
+        stop_api_server,
         wait_until_ready,
     )
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+
+    def stopped(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the server as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stopped)
     proc = start_api_server(settings, args.host, args.port)
     try:
         try:
@@ -1104,9 +1111,7 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_api_server(proc)
 
 
 # --- end of shelfguard ui ---------------------------------------------------------------

@@ -36,6 +36,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     from shelfguard.console.server import (
         ensure_demo_passwords,
         start_api_server,
+        stop_api_server,
         wait_until_ready,
     )
 
@@ -53,12 +54,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             f"http://{HOST}:{port}", settings, ensure_demo_passwords(settings), seeded, log
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except Exception:
-            proc.kill()
-            proc.wait()
+        stop_api_server(proc)
 
 
 @pytest.fixture(scope="session")

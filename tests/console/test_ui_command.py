@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _free_port() -> int:
@@ -60,4 +61,7 @@ def test_shelfguard_ui_prints_the_console_url_and_two_working_demo_users(tmp_pat
         assert stat.st_mode & 0o077 == 0
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+    # Stopping the command stops the server and its workers: nothing answers on the port.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5)

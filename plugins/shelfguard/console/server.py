@@ -9,9 +9,11 @@ operates the DAGs but decides nothing) — and makes each a password once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -92,11 +94,29 @@ def start_api_server(
     ensure_demo_passwords(settings)
     command = [sys.executable, "-m", "airflow", "api-server", "--host", host, "--port", str(port)]
     env = console_env(settings, host, port)
+    # Its own process group: stop_api_server ends the server and every worker it started.
     if log_path is None:
-        return subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, start_new_session=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_api_server(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Stop the api-server and its workers (its whole process group); SIGKILL after
+    ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_until_ready(
