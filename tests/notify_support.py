@@ -37,6 +37,7 @@ class Inbox:
 
     def channels(self, events: list[str] | None = None) -> list[dict[str, Any]]:
         """``notify.channels`` entries for both receivers (every event unless ``events``)."""
+
         def extra() -> dict[str, Any]:
             # A list of its own per channel: YAML would write a shared one as an anchor,
             # which the policy loader refuses.
