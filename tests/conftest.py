@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -34,6 +35,16 @@ def require_service(name: str, reason: str) -> None:
     if _in_ci():
         pytest.fail(message + " (CI=true: services are required)")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def root_conftest(pytestconfig: pytest.Config) -> ModuleType:
+    """This module as loaded by pytest (``require_service``, ``PG_ADMIN_URL``), for the
+    fixtures of other folders: importing it by name could find another conftest."""
+    path = Path(__file__).resolve()
+    module = pytestconfig.pluginmanager.get_plugin(str(path))
+    assert isinstance(module, ModuleType), f"{path} is not loaded as a conftest plugin"
+    return module
 
 
 @pytest.fixture

@@ -58,15 +58,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 
 @pytest.fixture(scope="session")
-def root_conftest(pytestconfig: pytest.Config) -> ModuleType:
-    """``tests/conftest.py`` as loaded by pytest (``require_service``)."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    module = pytestconfig.pluginmanager.get_plugin(str(path))
-    assert isinstance(module, ModuleType), f"{path} is not loaded as a conftest plugin"
-    return module
-
-
-@pytest.fixture(scope="session")
 def chromium(root_conftest: ModuleType) -> Iterator[Any]:
     """A headless Chromium driven by Playwright; fails under CI=true when there is none."""
     require_service = root_conftest.require_service

@@ -63,15 +63,6 @@ def _dead_server_errors() -> tuple[type[BaseException], ...]:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def root_conftest(pytestconfig: pytest.Config) -> ModuleType:
-    """``tests/conftest.py`` as loaded by pytest (``require_service``)."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    module = pytestconfig.pluginmanager.get_plugin(str(path))
-    assert isinstance(module, ModuleType), f"{path} is not loaded as a conftest plugin"
-    return module
-
-
 @pytest.fixture
 def server(root_conftest: ModuleType) -> Iterator[PgServer]:
     """A running private PostgreSQL, stopped and removed after the test."""

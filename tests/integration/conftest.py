@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import sqlalchemy as sa
 
 CreateDatabase = Callable[[str], str]
-
-
-@pytest.fixture(scope="session")
-def root_conftest(pytestconfig: pytest.Config) -> ModuleType:
-    """``tests/conftest.py`` as loaded by pytest (``require_service``, ``PG_ADMIN_URL``)."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    module = pytestconfig.pluginmanager.get_plugin(str(path))
-    assert isinstance(module, ModuleType), f"{path} is not loaded as a conftest plugin"
-    return module
 
 
 def _drop(admin: sa.Engine, name: str) -> None:
