@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) $(MANIFEST) browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=40 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
 
 # The console's browser tests drive Debian's Chromium through Playwright (Playwright's own
 # browser download is not used). Installed with apt-get when missing and we are root;

@@ -89,11 +89,32 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
+# The groups that take longest (minutes of one worker, measured with --durations), longest
+# first. Sent to the workers first (``--no-loadscope-reorder`` keeps this order), so the
+# short groups and the ``spread`` tests fill the gaps instead of a long group starting last.
+LONGEST_GROUPS = (
+    "e2e-test_retraining",  # ~16: two real fine-tunes and several tiny ones
+    "e2e-test_write_audit_publish",  # ~9: six catalog_refresh runs
+    "integration",  # ~5: Celery workers, PostgreSQL warehouse
+    "training",  # ~4: real fine-tunes
+    "e2e-test_catalog_refresh",
+    "e2e-test_pseudonym_key",
+    "faults",
+    "e2e-test_abandoned_runs",
+)
+
+
+def _group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker and marker.args else None
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``pytest -n``, keep each test folder on one worker so its shared fixtures
     (a dbt build, a generated warehouse, a tiny model) are built once; tests marked
-    ``spread`` are independent and go wherever a worker is free."""
+    ``spread`` are independent and go wherever a worker is free. The longest groups
+    come first (:data:`LONGEST_GROUPS`)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
@@ -103,6 +124,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # End-to-end modules each build their own home: one group per module.
         group = f"e2e-{path.stem}" if path.parent.name == "e2e" else path.parent.name
         item.add_marker(pytest.mark.xdist_group(group))
+    rank = {group: n for n, group in enumerate(LONGEST_GROUPS)}
+    items.sort(key=lambda item: rank.get(_group(item) or "", len(rank)))  # stable
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

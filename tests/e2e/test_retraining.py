@@ -218,7 +218,9 @@ def test_a_model_trained_on_shuffled_pairs_loses_to_the_champion(
 ) -> None:
     home = store["home"]
     before = champion(home)
-    code, outcome = retrain(home, shuffle_pairs=True)
+    # One pair per query: a few steps of random pairs already make a model worse than the
+    # fine-tuned champion (the whole run's fine-tune took minutes for nothing more).
+    code, outcome = retrain(home, shuffle_pairs=True, max_pairs_per_query=1)
     assert code == 3, outcome
     assert (outcome["outcome"], outcome["blocked_gate"]) == ("BLOCKED", "evaluation")
     assert gate_checks(home, outcome["run_id"], "evaluation")["vs_champion:ndcg@10"] == "fail"
