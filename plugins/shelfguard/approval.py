@@ -218,9 +218,17 @@ def wait_for_decision(
 
 
 def evidence(ledger: Ledger, run_id: str, report: str | None = None) -> str:
-    """The approver's evidence in Markdown: gate verdicts, golden-set metrics, the report."""
+    """The approver's evidence in Markdown: the run's console page, gate verdicts,
+    golden-set metrics, and the report (``report``: its address) when there is one."""
+    from shelfguard.evidence_links import run_page_url
+
     run = ledger.get_run(run_id)
-    lines = [f"**Run** `{run_id}` — triggered by {run.triggered_by if run else '?'}", ""]
+    lines = [
+        f"**Run** `{run_id}` — triggered by {run.triggered_by if run else '?'}",
+        "",
+        f"[The run's evidence in the governance console]({run_page_url(run_id)})",
+        "",
+    ]
     if run is not None:
         lineage = run.lineage
         lines.append(
@@ -246,6 +254,14 @@ def evidence(ledger: Ledger, run_id: str, report: str | None = None) -> str:
     if report:
         lines += ["", f"Governance report: {report}"]
     return "\n".join(lines)
+
+
+def _report_so_far(ledger: Ledger, run_id: str) -> str:
+    """The run's governance report as it stands while it waits (rewritten at the end)."""
+    from shelfguard.config import load_settings
+    from shelfguard.reports import write_report
+
+    return write_report(load_settings(), ledger, run_id).as_uri()
 
 
 def _finish(decision: ApprovalRecord, log: Any) -> dict[str, Any]:
@@ -330,7 +346,7 @@ def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
                 )
             pending_pair(ledger, run_id)
             self.subject = f"Promote the search model of {run_id}?"
-            self.body = evidence(ledger, run_id)
+            self.body = evidence(ledger, run_id, report=_report_so_far(ledger, run_id))
             self.response_timeout = timedelta(minutes=policy.approval.timeout_minutes)
             self.assigned_users = [{"id": a, "name": a} for a in policy.approval.approvers]
             _tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
