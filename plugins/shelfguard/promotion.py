@@ -288,6 +288,20 @@ def _rollback_author_problem(
     return None
 
 
+def _already_at(history: Sequence[AliasMove], current: AliasRecord, to_version: int | None) -> bool:
+    """Whether the champion already holds the pair of ``to_version`` through a rollback
+    made after that version (so asking for it again changes nothing)."""
+    if to_version is None:
+        return False
+    pair = (current.model.id, current.index.id)
+    for move in history:
+        if move.version == to_version:
+            return (move.model_artifact_id, move.index_artifact_id) == pair and any(
+                m.action == "rollback" and m.version == current.version for m in history
+            )
+    return False
+
+
 def _rollback_target(
     history: Sequence[AliasMove], current: AliasRecord, to_version: int | None
 ) -> AliasMove:
@@ -344,7 +358,10 @@ def rollback(
     current = ledger.get_alias(ALIAS)
     if current is None:
         raise PromotionRefused("rollback", ["there is no champion to roll back"])
-    target = _rollback_target(ledger.alias_history(ALIAS), current, to_version)
+    history = ledger.alias_history(ALIAS)
+    if _already_at(history, current, to_version):
+        return current  # the rollback was made (a rerun after a crash, a form sent twice)
+    target = _rollback_target(history, current, to_version)
     model = ledger.get_artifact(target.model_artifact_id)
     index = ledger.get_artifact(target.index_artifact_id)
     if model is None or index is None:
