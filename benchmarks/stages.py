@@ -870,6 +870,115 @@ def end_to_end_stage(work: Path, products: int) -> Result:
     }
 
 
+# --------------------------------------------------------------------------------------
+# console_runs: the governance console's Runs page over a ledger of many runs
+# --------------------------------------------------------------------------------------
+
+_CONSOLE_DAGS = ("catalog_refresh", "search_model_retraining")
+
+
+def _seed_runs(ledger: Any, runs: int) -> None:
+    """``runs`` finished runs with their gate verdicts: OK, PROMOTED, BLOCKED (with a failed
+    check), REJECTED and FAILED in turn, written through the Ledger API."""
+    outcomes = ("OK", "BLOCKED", "PROMOTED", "FAILED", "REJECTED")
+    for n in range(runs):
+        dag_id = _CONSOLE_DAGS[n % 2]
+        run_id = f"{dag_id}/manual__bench-{n:05d}"
+        outcome = outcomes[n % len(outcomes)]
+        ledger.start_run(run_id, dag_id, triggered_by="scheduler")
+        failed = outcome == "BLOCKED"
+        ledger.record_gate(
+            run_id,
+            "raw_data",
+            "fail" if failed else "pass",
+            subject=f"batch:bench-{n}",
+            checks=[
+                {"name": "raw_products.product_id_unique", "status": "fail" if failed else "pass"},
+                {"name": "raw_products.row_count", "status": "pass"},
+            ],
+        )
+        ledger.finish_run(
+            run_id,
+            outcome,
+            blocked_gate="raw_data" if failed else None,
+            message="raw_products.product_id_unique failed" if failed else None,
+        )
+
+
+def console_runs_stage(work: Path, runs: int, loads: int = 10) -> Result:
+    """The Runs page of a real api-server with the plugin, over a ledger of ``runs`` runs.
+
+    Each load is a real authenticated HTTP request (a bearer token of governance-owner);
+    the baseline is the same server answering the console's stylesheet, authenticated the
+    same way, without reading the ledger.
+    """
+    import socket
+    import statistics
+    import urllib.request
+
+    from shelfguard.config import load_settings
+    from shelfguard.console.server import (
+        ensure_demo_passwords,
+        start_api_server,
+        stop_api_server,
+        wait_until_ready,
+    )
+    from shelfguard.ledger import open_ledger
+
+    home = stage_home(work, "console_runs")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SHELFGUARD_")}
+    settings = load_settings({**environ, "SHELFGUARD_HOME": str(home)})
+    settings.ensure_dirs()
+    ledger = open_ledger(settings.ledger_url)
+    try:
+        _, seed_seconds = _timed(lambda: _seed_runs(ledger, runs))
+    finally:
+        ledger.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proc = start_api_server(settings, "127.0.0.1", port, log_path=home / "api-server.log")
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(proc, "127.0.0.1", port)
+        password = ensure_demo_passwords(settings)["governance-owner"]
+        login = urllib.request.Request(
+            f"{root}/auth/token",
+            data=json.dumps({"username": "governance-owner", "password": password}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(login, timeout=30) as response:
+            token = json.loads(response.read())["access_token"]
+
+        def load(path: str) -> tuple[bytes, float]:
+            request = urllib.request.Request(
+                f"{root}/shelfguard/{path}", headers={"authorization": f"Bearer {token}"}
+            )
+
+            def fetch() -> bytes:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    body: bytes = response.read()
+                    return body
+
+            return _timed(fetch)
+
+        first, cold = load("runs")  # the server's first page: templates compiled
+        page = [load("runs")[1] for _ in range(loads)]
+        static = [load("static/console.css")[1] for _ in range(loads)]
+    finally:
+        stop_api_server(proc)
+    return {
+        "runs": runs,
+        "seconds": statistics.median(page),
+        "max_seconds": max(page),
+        "cold_seconds": cold,
+        "static_seconds": statistics.median(static),
+        "rows_shown": first.count(b"<tr data-outcome="),
+        "seed_seconds": seed_seconds,
+        "loads": loads,
+    }
+
+
 STAGES: dict[str, Callable[..., Result]] = {
     "prepare": prepare,
     "ingest": ingest_stage,
@@ -878,4 +987,5 @@ STAGES: dict[str, Callable[..., Result]] = {
     "embed_incremental": embed_incremental_stage,
     "train": train_stage,
     "end_to_end": end_to_end_stage,
+    "console_runs": console_runs_stage,
 }

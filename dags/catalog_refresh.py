@@ -39,11 +39,10 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from shelfguard import tasks
-from shelfguard.approval import approval_operator
 from shelfguard.assets import MARTS
 from shelfguard.cosmos_dbt import dbt_task_group
 from shelfguard.launch import training_operator
-from shelfguard.operators import GateOperator
+from shelfguard.operators import GateOperator, approval_operator
 
 REFRESH = "ti.xcom_pull(task_ids='prepare_index_refresh')"
 

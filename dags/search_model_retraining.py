@@ -39,10 +39,9 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from shelfguard import tasks
-from shelfguard.approval import approval_operator
 from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
 from shelfguard.launch import training_operator
-from shelfguard.operators import GateOperator
+from shelfguard.operators import GateOperator, approval_operator
 
 PREPARED = "ti.xcom_pull(task_ids='prepare_training')"
 REGISTERED = "ti.xcom_pull(task_ids='register_model')"

@@ -2,7 +2,10 @@
 
 It mounts the governance console (:mod:`shelfguard.console`) on Airflow's api-server
 under ``/shelfguard`` and adds a "Governance" entry to the UI's navigation, which
-shows the console inside Airflow. Airflow mounts plugin apps without authentication:
+shows the console inside Airflow. Each finished run of a shelfguard DAG gets a note
+with its outcome (BLOCKED is told apart from a crash) and a link to its console page,
+and the gate tasks and ``finalize`` a "Governance evidence" link
+(:mod:`shelfguard.evidence_links`). Airflow mounts plugin apps without authentication:
 every console route authenticates through Airflow's auth manager itself.
 """
 
@@ -12,11 +15,13 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from shelfguard.console import URL_PREFIX, create_app
+from shelfguard.console import create_app
+from shelfguard.evidence_links import URL_PREFIX, EvidenceLink, RunNotes
 
 
 class ShelfguardPlugin(AirflowPlugin):
-    """shelfguard's entry in Airflow's plugin registry: the governance console."""
+    """shelfguard's entry in Airflow's plugin registry: the governance console, run
+    notes and evidence links."""
 
     name = "shelfguard"
     fastapi_apps: list[Any] = [  # noqa: RUF012 (the base class declares it so)
@@ -32,3 +37,5 @@ class ShelfguardPlugin(AirflowPlugin):
             "nav_top_level": True,
         }
     ]
+    global_operator_extra_links: list[Any] = [EvidenceLink()]  # noqa: RUF012
+    listeners: list[Any] = [RunNotes()]  # noqa: RUF012

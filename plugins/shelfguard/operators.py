@@ -1,4 +1,4 @@
-"""Airflow operators of shelfguard.
+"""Airflow operators of shelfguard: the data gates and the approval task.
 
 Kept cheap to import: DAG files import this module on every parse, so Great
 Expectations, pandas and the warehouse drivers are only imported when a task runs.
@@ -6,14 +6,28 @@ Expectations, pandas and the warehouse drivers are only imported when a task run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from shelfguard.approval import (
+    ApprovalError,
+    approve_by_policy,
+    evidence,
+    pending_pair,
+    record_decision,
+    reject_at_timeout,
+    wait_for_decision,
+)
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from shelfguard.ledger import ApprovalRecord, Ledger
+    from shelfguard.policy import Policy
 
 
 class GateOperator(BaseOperator):
@@ -61,3 +75,148 @@ class GateOperator(BaseOperator):
             "failed_checks": [item["name"] for item in outcome.failed_checks],
             "report_uri": outcome.report_uri,
         }
+
+
+def _report_so_far(ledger: Ledger, run_id: str) -> str:
+    """The run's governance report as it stands while it waits (rewritten at the end)."""
+    from shelfguard.config import load_settings
+    from shelfguard.reports import write_report
+
+    return write_report(load_settings(), ledger, run_id).as_uri()
+
+
+def _finish(decision: ApprovalRecord, log: Any) -> dict[str, Any]:
+    summary = {
+        "decision": decision.decision,
+        "decided_by": decision.decided_by,
+        "via": decision.via,
+        "comment": decision.comment,
+    }
+    if decision.decision != "approved":
+        raise AirflowFailException(
+            f"REJECTED by {decision.decided_by} via {decision.via}: {decision.comment or '-'}"
+        )
+    log.info("approved by %s via %s", decision.decided_by, decision.via)
+    return summary
+
+
+def _tell_waiting(ledger: Ledger, policy: Policy, run_id: str, how: str, context: Any) -> None:
+    """Tell the policy's channels that this run's pair waits for a person."""
+    from shelfguard import notify
+
+    notify.send(policy, notify.approval_notice(ledger, run_id, how), context)
+
+
+def _context_run(context: Mapping[str, Any]) -> tuple[Ledger, Policy, str]:
+    """The run's ledger, the policy it pinned when it started, and its ledger id."""
+    from shelfguard.run_context import RunContext
+
+    ctx = RunContext.from_airflow(context)
+    return ctx.ledger, ctx.policy, ctx.run_id
+
+
+class LedgerApprovalOperator(BaseOperator):
+    """Approval on the ``ledger`` backend: policy ``auto``, or wait for ``shelfguard approve``."""
+
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, index_refresh: bool = False, **kwargs: Any) -> None:
+        """``index_refresh``: the pair is the champion model with a refreshed index."""
+        super().__init__(**kwargs)
+        self.index_refresh = index_refresh
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Record the policy's approval or wait (with a real timeout) for a person's decision."""
+        ledger, policy, run_id = _context_run(context)
+        mode = policy.approval.index_refresh if self.index_refresh else policy.approval.mode
+        if mode == "auto":
+            why = (
+                "index rebuilt with the approved champion model; index gate passed"
+                if self.index_refresh
+                else "approval.mode is auto (embedded development)"
+            )
+            return _finish(approve_by_policy(ledger, policy, run_id, why), self.log)
+        self.log.info("%s", evidence(ledger, run_id))
+        _tell_waiting(
+            ledger, policy, run_id, f"Answer: shelfguard approve|reject {run_id} --by NAME", context
+        )
+        decision = wait_for_decision(
+            ledger,
+            policy,
+            run_id,
+            timeout_seconds=policy.approval.timeout_minutes * 60,
+            log=self.log,
+        )
+        return _finish(decision, self.log)
+
+
+def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
+    """Approval on the ``hitl`` backend: Airflow's ApprovalOperator, answered by a person."""
+    from airflow.providers.standard.exceptions import HITLTimeoutError
+    from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+
+    class GovernanceApprovalOperator(ApprovalOperator):  # type: ignore[misc]
+        """ApprovalOperator whose evidence, approvers and timeout come from the policy."""
+
+        def execute(self, context: Context) -> Any:
+            ledger, policy, run_id = _context_run(context)
+            if policy.approval.mode == "auto":
+                raise AirflowFailException(
+                    "governance.yml approval.mode is 'auto', which is for the embedded "
+                    "development setup only: set it to 'required' for the hitl backend"
+                )
+            pending_pair(ledger, run_id)
+            self.subject = f"Promote the search model of {run_id}?"
+            self.body = evidence(ledger, run_id, report=_report_so_far(ledger, run_id))
+            self.response_timeout = timedelta(minutes=policy.approval.timeout_minutes)
+            self.assigned_users = [{"id": a, "name": a} for a in policy.approval.approvers]
+            _tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
+            return super().execute(context)
+
+        def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+            ledger, policy, run_id = _context_run(context)
+            model, index = pending_pair(ledger, run_id)
+            try:
+                payload = HITLOperator.execute_complete(self, context, event)
+            except HITLTimeoutError:
+                payload = {"chosen_options": [self.REJECT], "responded_by_user": None}
+            user = payload.get("responded_by_user") or {}
+            name = str(user.get("name") or user.get("id") or "")
+            chosen = payload["chosen_options"][0]
+            if not name:
+                decision = reject_at_timeout(ledger, policy, run_id, "no answer before the timeout")
+                return _finish(decision, self.log)
+            answer = "approved" if chosen == self.APPROVE else "rejected"
+            try:
+                decision = record_decision(
+                    ledger, policy, run_id, answer, name, via="hitl", comment="answered in Airflow"
+                )
+            except ApprovalError as exc:
+                decision = ledger.record_approval(
+                    run_id,
+                    "rejected",
+                    name,
+                    model_sha256=model,
+                    index_sha256=index,
+                    via="hitl",
+                    comment=f"refused: {exc}",
+                    policy_sha256=policy.sha256,
+                )
+            return _finish(decision, self.log)
+
+    return GovernanceApprovalOperator(
+        task_id=task_id,
+        subject="Promote the search model?",
+        defaults="Reject",
+        response_timeout=timedelta(days=1),
+        **kwargs,
+    )
+
+
+def approval_operator(task_id: str, *, index_refresh: bool = False, **kwargs: Any) -> BaseOperator:
+    """The approval task on the configured backend (call in a DAG file)."""
+    from shelfguard.config import load_settings
+
+    if load_settings().approval_backend == "hitl" and not index_refresh:
+        return hitl_operator(task_id, **kwargs)
+    return LedgerApprovalOperator(task_id=task_id, index_refresh=index_refresh, **kwargs)

@@ -22,11 +22,13 @@ docs/ledger.md "Tamper evidence"), naming the first bad row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shelfguard import signing
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import (
+    AliasMove,
     AliasRecord,
     ApprovalRecord,
     ArtifactRecord,
@@ -270,24 +272,86 @@ def _approved(ledger: Ledger, model_sha256: str, index_sha256: str) -> bool:
     return bool(decisions) and any(d.decision == "approved" for d in decisions)
 
 
+def _rollback_author_problem(
+    policy: Policy, signer: signing.Signer | None, verified_user: str | None
+) -> str | None:
+    """Why this author may not roll back under ``policy`` (None: they may)."""
+    from shelfguard.policy_approval import signer_problem
+
+    if (signer is None) == (verified_user is None):
+        raise ValueError("a rollback has one author: give signer or verified_user")
+    if signer is not None:
+        return signer_problem(policy, signer, "roll back the champion")
+    if verified_user not in policy.approval.approvers:
+        approvers = ", ".join(policy.approval.approvers) or "none"
+        return f"{verified_user} is not an approver of the policy in force (approvers: {approvers})"
+    return None
+
+
+def _already_at(history: Sequence[AliasMove], current: AliasRecord, to_version: int | None) -> bool:
+    """Whether the champion already holds the pair of ``to_version`` through a rollback
+    made after that version (so asking for it again changes nothing)."""
+    if to_version is None:
+        return False
+    pair = (current.model.id, current.index.id)
+    for move in history:
+        if move.version == to_version:
+            return (move.model_artifact_id, move.index_artifact_id) == pair and any(
+                m.action == "rollback" and m.version == current.version for m in history
+            )
+    return False
+
+
+def _rollback_target(
+    history: Sequence[AliasMove], current: AliasRecord, to_version: int | None
+) -> AliasMove:
+    """The earlier alias move to go back to: ``to_version``, else the newest earlier pair."""
+    pair = (current.model.id, current.index.id)
+    earlier = [
+        m
+        for m in history
+        if m.version < current.version and (m.model_artifact_id, m.index_artifact_id) != pair
+    ]
+    if to_version is None:
+        if not earlier:
+            raise PromotionRefused(
+                "rollback", ["the champion has no earlier version to go back to"]
+            )
+        return earlier[-1]
+    if not any(m.version == to_version for m in history):
+        versions = ", ".join(str(m.version) for m in history)
+        raise PromotionRefused(
+            "rollback", [f"champion has no version {to_version} (versions: {versions})"]
+        )
+    for move in earlier:
+        if move.version == to_version:
+            return move
+    raise PromotionRefused(
+        "rollback",
+        [f"version {to_version} is not an earlier pair of the champion than the current one"],
+    )
+
+
 def rollback(
     ledger: Ledger,
     policy: Policy,
     *,
-    signer: signing.Signer,
+    signer: signing.Signer | None = None,
+    verified_user: str | None = None,
     to_version: int | None = None,
     reason: str = "",
 ) -> AliasRecord:
     """Move ``champion`` back to the pair of an earlier version (default: the one before now).
 
-    Only an approver of ``policy`` (the policy in force) may roll back, signing the move
-    with the key the policy lists for them. The target pair must have been approved
-    once; the move is recorded in ``alias_history`` as a rollback, with the signature.
-    A ledger that fails verification refuses before anything is read from it.
+    Only an approver of ``policy`` (the policy in force) may roll back. The author is
+    either a ``signer`` (``shelfguard rollback``: the move carries their signature, made
+    with the key the policy lists for them) or a ``verified_user`` whose identity Airflow's
+    auth manager verified (the governance console): exactly one of the two. The target
+    must be an earlier version whose pair differs from the current one and was approved
+    once; the move is recorded in ``alias_history`` as a rollback. A ledger that fails
+    verification refuses before anything is read from it.
     """
-    from shelfguard.policy_approval import signer_problem
-
-    problem = signer_problem(policy, signer, "roll back the champion")
+    problem = _rollback_author_problem(policy, signer, verified_user)
     if problem:
         raise PromotionRefused("rollback", [problem])
     require_intact_ledger(ledger, "rollback")
@@ -295,26 +359,9 @@ def rollback(
     if current is None:
         raise PromotionRefused("rollback", ["there is no champion to roll back"])
     history = ledger.alias_history(ALIAS)
-    pair = (current.model.id, current.index.id)
-    if to_version is None:
-        earlier = [
-            m
-            for m in history
-            if m.version < current.version and (m.model_artifact_id, m.index_artifact_id) != pair
-        ]
-        if not earlier:
-            raise PromotionRefused(
-                "rollback", ["the champion has no earlier version to go back to"]
-            )
-        target = earlier[-1]
-    else:
-        matches = [m for m in history if m.version == to_version]
-        if not matches:
-            versions = ", ".join(str(m.version) for m in history)
-            raise PromotionRefused(
-                "rollback", [f"champion has no version {to_version} (versions: {versions})"]
-            )
-        target = matches[0]
+    if _already_at(history, current, to_version):
+        return current  # the rollback was made (a rerun after a crash, a form sent twice)
+    target = _rollback_target(history, current, to_version)
     model = ledger.get_artifact(target.model_artifact_id)
     index = ledger.get_artifact(target.index_artifact_id)
     if model is None or index is None:
@@ -326,23 +373,25 @@ def rollback(
             "rollback", [f"version {target.version}'s model + index pair was never approved"]
         )
     at = signing.signing_time()
-    envelope = signer.sign(
-        signing.rollback_statement(
-            signer.name,
-            at,
-            alias=ALIAS,
-            version=current.version + 1,
-            model_sha256=model.sha256,
-            index_sha256=index.sha256,
-            policy_sha256=policy.sha256,
+    envelope = None
+    if signer is not None:
+        envelope = signer.sign(
+            signing.rollback_statement(
+                signer.name,
+                at,
+                alias=ALIAS,
+                version=current.version + 1,
+                model_sha256=model.sha256,
+                index_sha256=index.sha256,
+                policy_sha256=policy.sha256,
+            )
         )
-    )
     failpoint("rollback.signed")
     return ledger.move_alias(
         ALIAS,
         model.id,
         index.id,
-        moved_by=signer.name,
+        moved_by=signer.name if signer is not None else str(verified_user),
         reason=reason or f"rollback to version {target.version}",
         action="rollback",
         run_id=target.run_id,

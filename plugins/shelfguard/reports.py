@@ -128,27 +128,29 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 <p><span class="badge {{ r.run.outcome }}">{{ r.run.outcome }}</span></p>
 <div class="verdict">{{ r.run.verdict }}</div>
 
+{% macro check_row(g, c) %}<tr class="{{ 'failrow' if c.status == 'fail' else '' }}"><td>{{ g.gate }}</td><td><code>{{ c.name }}</code></td>
+<td>{{ c.status }}</td><td>{{ c.severity or "error" }}</td><td>{{ c.observed if c.observed is not none else "" }}</td>
+<td>{{ c.expected if c.expected is not none else "" }}</td><td>{{ c.comment or c.message or "" }}</td></tr>
+{% if c.status != 'pass' and c.sample_rows %}<tr><td colspan="7"><b>Sample offending rows ({{ c.unexpected_count if c.unexpected_count is not none else c.sample_rows | length }} in all)</b>
+<table><tr>{% for k in c.sample_rows[0].keys() %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for row in c.sample_rows %}<tr>{% for v in row.values() %}<td><code>{{ v }}</code></td>{% endfor %}</tr>{% endfor %}
+</table></td></tr>{% endif %}{% endmacro %}
+{% set check_head %}<tr><th>gate</th><th>check</th><th>status</th><th>severity</th><th>observed</th><th>expected</th><th>what it catches</th></tr>{% endset %}
+{% set failing = [] %}{% for g in r.gates %}{% for c in g.checks if c.status != 'pass' %}{% set _ = failing.append((g, c)) %}{% endfor %}{% endfor %}
+{% if failing %}<h2>Failed checks</h2>
+<table>{{ check_head }}{% for g, c in failing %}{{ check_row(g, c) }}{% endfor %}</table>{% endif %}
+
 <h2>Gates</h2>
-{% if not r.gates %}<p class="muted">No gate has recorded a result for this run.</p>{% endif %}
+{% if not r.gates %}<p class="muted">No gate has recorded a result for this run.</p>{% else %}
 <table><tr><th>gate</th><th>status</th><th>subject</th><th>failed checks</th><th>details</th></tr>
 {% for g in r.gates %}<tr class="{{ 'failrow' if g.status == 'fail' else '' }}"><td>{{ g.gate }}</td>
 <td><span class="badge {{ g.status }}">{{ g.status }}</span></td><td><code>{{ g.subject }}</code></td>
 <td>{{ g.failed_checks | join(", ") or "—" }}</td>
 <td>{% if g.report_uri %}<a href="{{ g.report_uri }}">validation details</a>{% endif %}</td></tr>{% endfor %}
-</table>
-
-{% for g in r.gates %}
-<h3>{{ g.gate }} — {{ g.status }}</h3>
-<table><tr><th>check</th><th>status</th><th>severity</th><th>observed</th><th>expected</th><th>what it catches</th></tr>
-{% for c in g.checks %}<tr class="{{ 'failrow' if c.status == 'fail' else '' }}"><td><code>{{ c.name }}</code></td>
-<td>{{ c.status }}</td><td>{{ c.severity or "error" }}</td><td>{{ c.observed if c.observed is not none else "" }}</td>
-<td>{{ c.expected if c.expected is not none else "" }}</td><td>{{ c.comment or c.message or "" }}</td></tr>
-{% if c.status == 'fail' and c.sample_rows %}<tr><td colspan="6"><b>Sample offending rows ({{ c.unexpected_count if c.unexpected_count is not none else c.sample_rows | length }} in all)</b>
-<table><tr>{% for k in c.sample_rows[0].keys() %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for row in c.sample_rows %}<tr>{% for v in row.values() %}<td><code>{{ v }}</code></td>{% endfor %}</tr>{% endfor %}
-</table></td></tr>{% endif %}
-{% endfor %}</table>
-{% endfor %}
+</table>{% endif %}
+{% set passing = [] %}{% for g in r.gates %}{% for c in g.checks if c.status == 'pass' %}{% set _ = passing.append((g, c)) %}{% endfor %}{% endfor %}
+{% if passing %}<details><summary>{{ passing | length }} passing checks</summary>
+<table>{{ check_head }}{% for g, c in passing %}{{ check_row(g, c) }}{% endfor %}</table></details>{% endif %}
 
 {% for g in r.gates if g.gate == "evaluation" %}
 <h2>Model evaluation on the golden set</h2>
@@ -158,12 +160,12 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% set metric_names = overall[names[0]] | list if names else [] %}
 <table><tr><th>model</th>{% for m in metric_names %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for name in ["challenger", "champion", "base", "bm25"] if name in overall %}<tr><td><b>{{ name }}</b></td>
-{% for m in metric_names %}<td>{{ "%.4f" | format(overall[name][m]) if overall[name][m] is number else overall[name][m] }}</td>{% endfor %}</tr>{% endfor %}
+{% for m in metric_names %}{% set v = overall[name][m] %}<td>{{ "{:,}".format(v | int) if m.startswith("n_") and v is number else "%.4f" | format(v) if v is number else v }}</td>{% endfor %}</tr>{% endfor %}
 </table>
 {% set slices = g.metrics.slices.challenger if g.metrics.slices and g.metrics.slices.challenger else {} %}
 {% if slices %}<details><summary>Per product-class slice (challenger)</summary>
 <table><tr><th>class</th><th>golden queries</th><th>nDCG@10</th>{% for ref in ["champion", "base", "bm25"] if ref in g.metrics.slices %}<th>{{ ref }} nDCG@10</th>{% endfor %}</tr>
-{% for cls, sm in slices | dictsort %}<tr><td>{{ cls }}</td><td>{{ sm.n_queries }}</td><td>{{ "%.4f" | format(sm["ndcg@10"]) }}</td>
+{% for cls, sm in slices | dictsort %}<tr><td>{{ cls }}</td><td>{{ sm.n_queries | int }}</td><td>{{ "%.4f" | format(sm["ndcg@10"]) }}</td>
 {% for ref in ["champion", "base", "bm25"] if ref in g.metrics.slices %}<td>{{ "%.4f" | format(g.metrics.slices[ref][cls]["ndcg@10"]) if cls in g.metrics.slices[ref] else "" }}</td>{% endfor %}</tr>{% endfor %}
 </table></details>{% endif %}
 {% endfor %}
@@ -205,10 +207,6 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% for g in r.dbt %}{% for c in g.checks %}<tr class="{{ 'failrow' if c.status == 'fail' else '' }}"><td><code>{{ c.name }}</code></td><td>{{ c.status }}</td><td>{{ c.message or "" }}</td></tr>{% endfor %}{% endfor %}
 </table>{% endif %}
 
-{% if r.approvals %}<h2>Approvals</h2>
-<table><tr><th>decision</th><th>by</th><th>when</th><th>via</th><th>comment</th></tr>
-{% for a in r.approvals %}<tr><td>{{ a.decision }}</td><td>{{ a.decided_by }}</td><td>{{ a.decided_at }}</td><td>{{ a.via }}</td><td>{{ a.comment }}</td></tr>{% endfor %}
-</table>{% endif %}
 
 <h2>What this run was built from</h2>
 <table>{% for k, v in r.lineage.items() %}<tr><th>{{ k }}</th><td><code>{{ v | tojson if v is mapping or (v is iterable and v is not string) else v }}</code></td></tr>{% endfor %}</table>

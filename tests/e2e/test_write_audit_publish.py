@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import pyarrow.parquet as pq
@@ -334,6 +335,28 @@ def test_asset_events_are_emitted_only_at_publication_and_name_the_snapshot(
     for _, extra in events:
         named = json.loads(extra)
         assert snapshots[named["snapshot_id"]] == named["fingerprint"]
+
+
+def test_each_finished_run_gets_its_outcome_as_a_note_in_airflow(story: dict[str, Any]) -> None:
+    with sqlite3.connect(story["home"] / "airflow" / "airflow.db") as db:
+        notes = dict(
+            db.execute(
+                "select dag_run.run_id, dag_run_note.content from dag_run_note "
+                "join dag_run on dag_run.id = dag_run_note.dag_run_id"
+            ).fetchall()
+        )
+    expected = {
+        "week1": "**OK**",
+        "blocked": "**BLOCKED** at the raw_data gate",
+        "shifted": "**BLOCKED** at the training_data gate",
+    }
+    for name, headline in expected.items():
+        run_id = story[name]["run_id"]
+        airflow_run = run_id.split("/", 1)[1]
+        note = notes[airflow_run]
+        assert note.splitlines()[0] == headline, note
+        page = "/shelfguard/runs/" + quote(run_id, safe="/")
+        assert note.endswith(f"[Governance evidence]({page})"), note
 
 
 def test_retraining_trains_on_exactly_the_snapshot_it_pinned(story: dict[str, Any]) -> None:

@@ -95,3 +95,26 @@ def test_the_shell_completes_commands_and_options(tmp_path: Path) -> None:
     assert "status" in complete("shelfguard sta")
     assert {"--dry-run", "--keep-days"} <= complete("shelfguard gc --")
     assert {"bash", "zsh", "fish"} <= complete("shelfguard completion ")
+
+
+def test_the_ledger_commands_import_no_airflow(sg_home: Settings) -> None:
+    """approve, reject, status, history, batches and verify work on a ledger alone: what
+    they import must not pull in Airflow (seconds of start-up, and a dependency an
+    approver's laptop need not have)."""
+    code = (
+        "import sys\n"
+        "from shelfguard.cli import main\n"
+        "for argv in (['status'], ['history'], ['batches'], ['verify'],\n"
+        "             ['approve', 'latest', '--by', 'bob'], ['reject', 'latest', '--by', 'bob']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('loaded:', sorted({m for m in sys.modules if m.split('.')[0] == 'airflow'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (loaded,) = [line for line in done.stdout.splitlines() if line.startswith("loaded:")]
+    assert loaded == "loaded: []", loaded[:2000]

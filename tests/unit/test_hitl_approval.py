@@ -12,9 +12,9 @@ import yaml
 from airflow.sdk.exceptions import AirflowFailException
 from signing_support import approvers, signer
 
-from shelfguard.approval import hitl_operator
 from shelfguard.config import load_settings, project_root
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.operators import hitl_operator
 from shelfguard.policy_approval import approve
 from shelfguard.run_context import pin_policy
 
@@ -100,3 +100,18 @@ def test_the_embedded_runner_refuses_the_hitl_backend(
     monkeypatch.setenv("SHELFGUARD_APPROVAL_BACKEND", "hitl")
     assert main(["run", "search_model_retraining", "--json"]) == 2
     assert "needs a running Airflow" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_the_request_links_the_run_page_and_a_report_written_before_it_waits(
+    ledger: Ledger,
+) -> None:
+    operator = hitl_operator("approval")
+    context = {"dag": SimpleNamespace(dag_id=DAG_ID), "run_id": AIRFLOW_RUN}
+    # Without a task instance Airflow cannot store the request; the body is set before that.
+    with pytest.raises(KeyError, match="task_instance"):
+        operator.execute(context)
+    body = str(operator.body)  # type: ignore[attr-defined]
+    page = "/shelfguard/runs/search_model_retraining/manual__1"
+    assert f"]({page})" in body, body
+    (report,) = [line.split(": ", 1)[1] for line in body.splitlines() if "report:" in line]
+    assert Path(report.removeprefix("file://")).is_file(), report

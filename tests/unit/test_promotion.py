@@ -263,6 +263,28 @@ def test_rollback_goes_back_to_the_previous_approved_pair(ledger: Ledger) -> Non
         rollback(ledger, policy(), signer=signer("bob"), to_version=9)
 
 
+def test_a_verified_user_rolls_back_once_and_asking_again_changes_nothing(
+    ledger: Ledger,
+) -> None:
+    refresh_run(ledger)
+    first, second = retraining_run(ledger, "v1"), retraining_run(ledger, "v2")
+    for run_id in (first, second):
+        decide(ledger, policy(), run_id, "approved", "alice", via="cli", signer=signer("alice"))
+        promote(ledger, policy(), run_id)
+    with pytest.raises(PromotionRefused, match="mallory is not an approver"):
+        rollback(ledger, policy(), verified_user="mallory", to_version=1)
+    with pytest.raises(PromotionRefused, match="not an earlier pair"):
+        rollback(ledger, policy(), verified_user="bob", to_version=2)
+    back = rollback(ledger, policy(), verified_user="bob", to_version=1)
+    assert (back.version, back.model.sha256) == (3, "m-v1")
+    move = ledger.alias_history()[-1]
+    assert (move.action, move.moved_by, move.attestation) == ("rollback", "bob", None)
+    again = rollback(ledger, policy(), verified_user="bob", to_version=1)
+    assert again.version == 3 and len(ledger.alias_history()) == 3
+    with pytest.raises(ValueError, match="one author"):
+        rollback(ledger, policy(), signer=signer("bob"), verified_user="bob")
+
+
 def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
     with pytest.raises(PromotionRefused, match="no champion"):
         rollback(ledger, policy(), signer=signer("bob"))

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shelfguard import promotion
 from shelfguard.approval import ApprovalError, record_decision
 from shelfguard.ledger import AliasMove, AliasRecord, ApprovalRecord, Ledger, RunRecord
 from shelfguard.policy import Policy
-from shelfguard.promotion import ALIAS, PromotionRefused, require_intact_ledger
+from shelfguard.promotion import ALIAS, PromotionRefused
 
 #: What every console decision's comment (or alias move's reason) starts with.
 CONSOLE_NOTE = "in the governance console"
@@ -109,11 +110,11 @@ def rollback_targets(ledger: Ledger, current: AliasRecord | None) -> list[Rollba
 def rollback(
     ledger: Ledger, policy: Policy, user: str, *, to_version: int, reason: str = ""
 ) -> AliasRecord:
-    """Move ``champion`` back to the pair of ``to_version``, authored by ``user``.
+    """Move ``champion`` back to the pair of ``to_version``, authored by ``user``
+    (:func:`shelfguard.promotion.rollback` with the identity Airflow verified).
 
-    ``policy`` is the policy in force: only its approvers roll back. The ledger must
-    verify first; the target must be an earlier, once-approved pair
-    (:func:`rollback_targets`). Refusals raise :class:`ConsoleRefusal`.
+    ``policy`` is the policy in force: only its approvers roll back (else 403). The ledger
+    must verify and the target must be an earlier, once-approved pair (else 409).
     """
     if user not in policy.approval.approvers:
         raise ConsoleRefusal(
@@ -121,26 +122,14 @@ def rollback(
             f"{user} is not an approver of the policy in force "
             f"(approvers: {', '.join(policy.approval.approvers) or 'none'})",
         )
+    note = f"rollback to version {to_version} {CONSOLE_NOTE}"
     try:
-        require_intact_ledger(ledger, "rollback")
+        return promotion.rollback(
+            ledger,
+            policy,
+            verified_user=user,
+            to_version=to_version,
+            reason=note + (f": {reason.strip()}" if reason.strip() else ""),
+        )
     except PromotionRefused as exc:
         raise ConsoleRefusal(409, "; ".join(exc.missing)) from exc
-    current = ledger.get_alias(ALIAS)
-    target = next(
-        (t for t in rollback_targets(ledger, current) if t.move.version == to_version), None
-    )
-    if current is None or target is None:
-        raise ConsoleRefusal(
-            409, f"version {to_version} is not an earlier approved pair of the champion"
-        )
-    return ledger.move_alias(
-        ALIAS,
-        target.move.model_artifact_id,
-        target.move.index_artifact_id,
-        moved_by=user,
-        reason=f"rollback to version {to_version} {CONSOLE_NOTE}"
-        + (f": {reason.strip()}" if reason.strip() else ""),
-        action="rollback",
-        run_id=target.move.run_id,
-        expected_version=current.version,
-    )

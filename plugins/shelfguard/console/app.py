@@ -14,8 +14,6 @@ from shelfguard.console.auth import Reader
 from shelfguard.console.deps import HERE, base_href, templates
 from shelfguard.console.routes import approvals, batches, champion, runs
 
-#: Where the Airflow plugin mounts the console on the api-server.
-URL_PREFIX = "/shelfguard"
 _STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 # Everything the pages use is served by the app itself; the Airflow UI may frame it.
 _CSP = (
@@ -72,7 +70,7 @@ async def _invalid(request: Request, exc: Exception) -> Response:
 
 
 def create_app() -> FastAPI:
-    """The console app (mounted by the Airflow plugin under :data:`URL_PREFIX`)."""
+    """The console app (mounted by the Airflow plugin under ``/shelfguard``)."""
     app = FastAPI(
         title="shelfguard governance console",
         description="Runs, approvals, the champion and batches, from the governance ledger.",

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from shelfguard.config import Settings
-from shelfguard.console.app import URL_PREFIX
+from shelfguard.evidence_links import URL_PREFIX
 
 #: The demo users and their Airflow roles (SimpleAuthManager: VIEWER < USER < OP < ADMIN).
 DEMO_USERS: Mapping[str, str] = {"governance-owner": "USER", "data-engineer": "OP"}
