@@ -52,6 +52,26 @@
 {%- endmacro %}
 
 {#
+    The rows of snapshot table `table_name` (products, queries, judgements) that staging
+    reads: those of its one readable file (latest_readable_file), rows without a `key`
+    dropped, each ranked by `version_rank` (1 = the row's last version in the file).
+#}
+{% macro snapshot_versions(table_name, key) -%}
+    select
+        source.*,
+        row_number() over (
+            partition by source.{{ key }}
+            order by source._ingested_at desc, source._line_number desc
+        ) as version_rank
+    from {{ source('catalog', table_name) }} as source
+    inner join (
+        {{ latest_readable_file(table_name) }}
+    ) as latest_file
+        on source._file_sha256 = latest_file._file_sha256
+    where source.{{ key }} is not null
+{%- endmacro %}
+
+{#
     on-run-start: a build whose marts go to a snapshot schema must not touch a published
     snapshot (a cleared task of a run that already published, a hand-run build): what a
     retraining run pinned never changes under it.

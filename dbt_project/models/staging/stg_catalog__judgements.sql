@@ -1,31 +1,11 @@
 with
 
-source as (
-
-    select * from {{ source('catalog', 'judgements') }}
-
-),
-
-latest_file as (
-
-    -- label.csv is a full snapshot of the golden judgements: only the latest published file counts.
-    -- Files of blocked batches are never read (write-audit-publish, macros/publication.sql).
-    {{ latest_readable_file('judgements') }}
-
-),
-
 versions as (
 
-    select
-        source.*,
-        row_number() over (
-            partition by source.id
-            order by source._ingested_at desc, source._line_number desc
-        ) as version_rank
-    from source
-    inner join latest_file
-        on source._file_sha256 = latest_file._file_sha256
-    where source.id is not null
+    -- label.csv is a full snapshot of the golden judgements: only the latest published file
+    -- counts (files of blocked batches are never read: write-audit-publish,
+    -- macros/publication.sql).
+    {{ snapshot_versions('judgements', 'id') }}
 
 ),
 

@@ -1,39 +1,11 @@
 with
 
-source as (
-
-    select * from {{ source('catalog', 'products') }}
-
-),
-
-latest_file as (
-
-    -- A product file is a full snapshot: only the most recently published one counts.
-    -- Files of blocked batches are never read (write-audit-publish, macros/publication.sql).
-    {{ latest_readable_file('products') }}
-
-),
-
-snapshot as (
-
-    select source.*
-    from source
-    inner join latest_file
-        on source._file_sha256 = latest_file._file_sha256
-    where source.product_id is not null
-
-),
-
 versions as (
 
+    -- A product file is a full snapshot: only the most recently published one counts
+    -- (files of blocked batches are never read: write-audit-publish, macros/publication.sql).
     -- A product id repeated in the file is a later version of the product: keep the last.
-    select
-        *,
-        row_number() over (
-            partition by product_id
-            order by _ingested_at desc, _line_number desc
-        ) as version_rank
-    from snapshot
+    {{ snapshot_versions('products', 'product_id') }}
 
 ),
 

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -423,157 +423,68 @@ def _columns(row: Base) -> dict[str, Any]:
     return {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs}
 
 
+_Record = TypeVar("_Record")
+
+
+def _plain(value: Any) -> Any:
+    """A column value as a record holds it: datetimes UTC-aware, JSON values copied."""
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _record(kind: type[_Record], row: Any, **given: Any) -> _Record:
+    """The frozen record ``kind`` of a mapped row: each field from the column of its name
+    (or from ``given``), as :func:`_plain` hands it back."""
+    values = {
+        f.name: given[f.name] if f.name in given else _plain(getattr(row, f.name))
+        for f in fields(kind)  # type: ignore[arg-type]
+    }
+    return kind(**values)
+
+
 def _run_record(row: Run) -> RunRecord:
-    return RunRecord(
-        run_id=row.run_id,
-        dag_id=row.dag_id,
-        started_at=_utc(row.started_at),
-        finished_at=_utc_or_none(row.finished_at),
-        outcome=row.outcome,
-        blocked_gate=row.blocked_gate,
-        message=row.message,
-        triggered_by=row.triggered_by,
-        lineage=dict(row.lineage),
-    )
+    return _record(RunRecord, row)
 
 
 def _artifact_record(row: Artifact) -> ArtifactRecord:
-    return ArtifactRecord(
-        id=row.id,
-        kind=row.kind,
-        uri=row.uri,
-        sha256=row.sha256,
-        produced_by_run=row.produced_by_run,
-        created_at=_utc(row.created_at),
-        meta=dict(row.meta),
-    )
+    return _record(ArtifactRecord, row)
 
 
 def _gate_record(row: GateResult) -> GateRecord:
-    return GateRecord(
-        id=row.id,
-        run_id=row.run_id,
-        gate=row.gate,
-        subject=row.subject,
-        status=row.status,
-        checks=[dict(check) for check in row.checks],
-        metrics=dict(row.metrics),
-        report_uri=row.report_uri,
-        created_at=_utc(row.created_at),
-    )
+    return _record(GateRecord, row)
 
 
 def _approval_record(row: Approval) -> ApprovalRecord:
-    return ApprovalRecord(
-        id=row.id,
-        run_id=row.run_id,
-        model_sha256=row.model_sha256,
-        index_sha256=row.index_sha256,
-        decision=row.decision,
-        decided_by=row.decided_by,
-        decided_at=_utc(row.decided_at),
-        comment=row.comment,
-        via=row.via,
-        policy_sha256=row.policy_sha256,
-        attestation=row.attestation,
-    )
+    return _record(ApprovalRecord, row)
 
 
 def _policy_approval_record(row: PolicyApproval) -> PolicyApprovalRecord:
-    return PolicyApprovalRecord(
-        id=row.id,
-        policy_sha256=row.policy_sha256,
-        approved_by=row.approved_by,
-        approved_at=_utc(row.approved_at),
-        via=row.via,
-        previous_sha256=row.previous_sha256,
-        comment=row.comment,
-        attestation=dict(row.attestation),
-    )
+    return _record(PolicyApprovalRecord, row)
 
 
 def _alias_move(row: AliasHistory) -> AliasMove:
-    return AliasMove(
-        id=row.id,
-        alias=row.alias,
-        version=row.version,
-        action=row.action,
-        model_artifact_id=row.model_artifact_id,
-        index_artifact_id=row.index_artifact_id,
-        previous_model_artifact_id=row.previous_model_artifact_id,
-        previous_index_artifact_id=row.previous_index_artifact_id,
-        run_id=row.run_id,
-        moved_by=row.moved_by,
-        moved_at=_utc(row.moved_at),
-        reason=row.reason,
-        attestation=row.attestation,
-    )
+    return _record(AliasMove, row)
 
 
 def _ingest_record(row: IngestFile) -> IngestFileRecord:
-    return IngestFileRecord(
-        id=row.id,
-        run_id=row.run_id,
-        batch_id=row.batch_id,
-        file_name=row.file_name,
-        table_name=row.table_name,
-        sha256=row.sha256,
-        bytes=row.bytes,
-        rows_read=row.rows_read,
-        rows_accepted=row.rows_accepted,
-        rows_quarantined=row.rows_quarantined,
-        quarantine_by_reason=dict(row.quarantine_by_reason),
-        extra_columns=list(row.extra_columns),
-        ingested_at=_utc(row.ingested_at),
-    )
+    return _record(IngestFileRecord, row)
 
 
 def _batch_record(row: Batch, events: Sequence[BatchEvent] = ()) -> BatchRecord:
-    return BatchRecord(
-        batch_id=row.batch_id,
-        state=row.state,
-        run_id=row.run_id,
-        gate=row.gate,
-        reason=row.reason,
-        snapshot_id=row.snapshot_id,
-        files=[dict(f) for f in row.files],
-        landed_at=_utc(row.landed_at),
-        updated_at=_utc(row.updated_at),
-        events=[
-            BatchEventRecord(
-                state=e.state,
-                run_id=e.run_id,
-                actor=e.actor,
-                reason=e.reason,
-                at=_utc(e.at),
-                attestation=e.attestation,
-            )
-            for e in events
-        ],
-    )
+    return _record(BatchRecord, row, events=[_record(BatchEventRecord, e) for e in events])
 
 
 def _retention_record(row: RetentionPurge) -> RetentionPurgeRecord:
-    return RetentionPurgeRecord(
-        id=row.id,
-        purged_at=_utc(row.purged_at),
-        table_name=row.table_name,
-        rows=int(row.rows),
-        cutoff=_utc(row.cutoff),
-        run_id=row.run_id,
-    )
+    return _record(RetentionPurgeRecord, row)
 
 
 def _snapshot_record(row: Snapshot) -> SnapshotRecord:
-    return SnapshotRecord(
-        snapshot_id=row.snapshot_id,
-        schema_name=row.schema_name,
-        fingerprint=row.fingerprint,
-        run_id=row.run_id,
-        batch_id=row.batch_id,
-        tables=dict(row.tables),
-        published_at=_utc(row.published_at),
-    )
+    return _record(SnapshotRecord, row)
 
 
 # Which state may follow which: a blocked or purged batch delivered again is landed anew
