@@ -37,6 +37,7 @@ from shelfguard.quality import (
     load_suite,
     open_warehouse,
     run_suites,
+    suites_of,
 )
 
 __all__ = [
@@ -52,8 +53,10 @@ __all__ = [
 ]
 
 GATES = ("raw_data", "training_data")
-RAW_SUITES = ("raw_products", "raw_search_log", "raw_judgements")
-TRAINING_SUITES = ("training_pairs", "golden_set")
+#: The suites each gate runs as the project ships them (the gates discover them anew at
+#: every run: a new file in ``expectations/`` is enough, see :func:`quality.suites_of`).
+RAW_SUITES = suites_of("raw_data")
+TRAINING_SUITES = suites_of("training_data")
 #: The marts a snapshot holds and the training-data gate fingerprints (without schema:
 #: a candidate or a published snapshot lives in its own ``snapshot_<hex>`` schema).
 MART_TABLES = (
@@ -329,7 +332,7 @@ def _raw_data(
     scope = RowScope(
         column=BATCH_COLUMN, partitions={record.table_name: record.sha256 for record in records}
     )
-    suites = [load_suite(name, policy, scope) for name in RAW_SUITES]
+    suites = [load_suite(name, policy, scope) for name in suites_of("raw_data")]
     with open_warehouse(settings.warehouse_url) as engine:
         manifest_checks = _manifest_checks(records, policy, engine)
     report = run_suites(
@@ -485,7 +488,7 @@ def _training_data(
     run = ledger.get_run(run_id)
     lineage = run.lineage if run else {}
     schema = str(lineage.get("marts_schema") or MARTS)
-    suites = [load_suite(name, policy, marts_schema=schema) for name in TRAINING_SUITES]
+    suites = [load_suite(name, policy, marts_schema=schema) for name in suites_of("training_data")]
     with open_warehouse(settings.warehouse_url) as engine:
         fingerprint, tables = _fingerprint(engine, schema)
         mix = _category_mix(engine, schema) if tables["marts.agg_category_mix"] else None

@@ -111,7 +111,9 @@ _MESSAGE_LIMIT = 500
 _TEXT_LIMIT = 200
 # libyaml when PyYAML was built with it (the wheels are): suite files are read on every gate.
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SUITE_KEYS = {"suite", "table", "sample_columns", "expectations"}
+_SUITE_KEYS = {"suite", "table", "gate", "sample_columns", "expectations"}
+#: The gate a suite runs in when its file names none: the one for its table's schema.
+GATE_OF_SCHEMA = {"raw": "raw_data", "marts": "training_data"}
 _ENTRY_KEYS = {"id", "type", "severity", "kwargs", "samples"}
 
 
@@ -268,6 +270,35 @@ class SuiteSpec:
 def default_suites_dir() -> Path:
     """``expectations/`` at the project root."""
     return project_root() / "expectations"
+
+
+def suites_of(gate: str, suites_dir: Path | None = None) -> tuple[str, ...]:
+    """The names of the suites ``gate`` runs: every ``<suites_dir>/*.yml`` whose ``gate:``
+    names it, or, without a ``gate:`` key, whose ``table`` is in that gate's schema
+    (:data:`GATE_OF_SCHEMA`: ``raw.*`` → raw_data, ``marts.*`` → training_data).
+
+    Adding a suite file is enough for its gate to run it. Raises :class:`SuiteError` for a
+    file that names no known gate.
+    """
+    found = []
+    for path in sorted((suites_dir or default_suites_dir()).glob("*.yml")):
+        try:
+            raw = yaml.load(path.read_bytes(), Loader=_YAML_LOADER)
+        except (OSError, yaml.YAMLError) as exc:
+            raise SuiteError(f"{path}: cannot read the suite file: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise SuiteError(f"{path}: expected a mapping with suite, table and expectations")
+        schema = str(raw.get("table") or "").split(".", 1)[0]
+        named = raw.get("gate", GATE_OF_SCHEMA.get(schema))
+        if named not in GATE_OF_SCHEMA.values():
+            known = ", ".join(sorted(GATE_OF_SCHEMA.values()))
+            raise SuiteError(
+                f"{path}: 'gate' must be one of {known} (or the table in schema "
+                f"{' or '.join(GATE_OF_SCHEMA)}), got {named!r}"
+            )
+        if named == gate:
+            found.append(path.stem)
+    return tuple(found)
 
 
 def _sql_string(value: str) -> str:

@@ -14,6 +14,7 @@ from shelfguard.quality import (
     build_suite,
     default_suites_dir,
     load_suite,
+    suites_of,
 )
 
 SUITE_FILES = sorted(path.stem for path in default_suites_dir().glob("*.yml"))
@@ -201,3 +202,26 @@ def test_a_file_named_for_another_suite_is_refused(tmp_path: Path, policy: Polic
 
     with pytest.raises(SuiteError, match="'suite' must be 'raw_products'"):
         load_suite("raw_products", policy, suites_dir=tmp_path)
+
+
+def test_a_new_suite_file_is_enough_for_its_gate_to_run_it(tmp_path: Path) -> None:
+    for name in SUITE_FILES:
+        (tmp_path / f"{name}.yml").write_bytes((default_suites_dir() / f"{name}.yml").read_bytes())
+    assert suites_of("raw_data", tmp_path) == RAW_SUITES
+    assert suites_of("training_data", tmp_path) == TRAINING_SUITES
+    # A mart suite by its table's schema, and a raw table judged late by its gate: key.
+    (tmp_path / "category_mix.yml").write_text(
+        "suite: category_mix\ntable: marts.agg_category_mix\nexpectations: []\n"
+    )
+    (tmp_path / "raw_late.yml").write_text(
+        "suite: raw_late\ntable: raw.products\ngate: training_data\nexpectations: []\n"
+    )
+    assert suites_of("training_data", tmp_path) == (
+        "category_mix",
+        *TRAINING_SUITES[:1],
+        "raw_late",
+        *TRAINING_SUITES[1:],
+    )
+    (tmp_path / "stray.yml").write_text("suite: stray\ntable: staging.x\nexpectations: []\n")
+    with pytest.raises(SuiteError, match=r"stray\.yml: 'gate' must be one of"):
+        suites_of("raw_data", tmp_path)
