@@ -63,6 +63,16 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
     snapshot_id = run.lineage.get("published_snapshot") or run.lineage.get("snapshot_id")
     snapshot = ledger.get_snapshot(str(snapshot_id)) if snapshot_id else None
     gates = [_gate_json(g) for g in ledger.gate_results(run_id)]
+    # A model run ingests nothing: its data is a snapshot another (catalog_refresh) run
+    # published, from one batch.
+    upstream = None
+    if snapshot is not None and snapshot.run_id and snapshot.run_id != run.run_id:
+        published_by = ledger.get_run(snapshot.run_id)
+        upstream = {
+            "run_id": snapshot.run_id,
+            "batch_id": snapshot.batch_id,
+            "outcome": published_by.outcome if published_by else None,
+        }
     outcome = run.outcome
     if outcome == "BLOCKED":
         verdict = (
@@ -102,6 +112,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             },
             "batch": asdict(batch) if batch else None,
             "snapshot": asdict(snapshot) if snapshot else None,
+            "upstream": upstream,
             "generated_at": datetime.now(UTC),
         }
     )
@@ -179,7 +190,8 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% endif %}
 
 <h2>Inputs</h2>
-{% if not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
+{% if not r.inputs and r.upstream %}<p>This run ingested no files: it read the snapshot that run <code>{{ r.upstream.run_id }}</code> published from batch <code>{{ r.upstream.batch_id }}</code> (see that run's report for its files and their hashes).</p>
+{% elif not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
 <table><tr><th>file</th><th>table</th><th>sha256</th><th>bytes</th><th>rows read</th><th>accepted</th><th>quarantined</th><th>by reason</th><th>extra columns</th></tr>
 {% for f in r.inputs %}<tr><td>{{ f.file_name }}</td><td>{{ f.table_name }}</td><td><code>{{ f.sha256 }}</code></td>
 <td>{{ "{:,}".format(f.bytes) }}</td><td>{{ "{:,}".format(f.rows_read) }}</td><td>{{ "{:,}".format(f.rows_accepted) }}</td>

@@ -100,6 +100,14 @@ def _blocked_refresh(ledger: Ledger, settings: Settings, dev: Policy) -> None:
     )
     ledger.record_gate(PUBLISHED_RUN, "raw_data", "pass", subject="batch:batch-0001")
     ledger.set_batch_state("batch-0001", "gated", run_id=PUBLISHED_RUN)
+    ledger.record_snapshot(
+        SNAPSHOT,
+        schema_name="snapshot_0001",
+        fingerprint=sha("marts-0001"),
+        run_id=PUBLISHED_RUN,
+        batch_id="batch-0001",
+        tables={"marts.fct_training_pairs": 4200},
+    )
     ledger.set_batch_state("batch-0001", "published", run_id=PUBLISHED_RUN, snapshot_id=SNAPSHOT)
     ledger.finish_run(PUBLISHED_RUN, "OK")
 
@@ -213,6 +221,7 @@ def _retraining_run(
         lineage={
             "policy_sha256": policy.sha256,
             "data_snapshot_id": SNAPSHOT,
+            "snapshot_id": SNAPSHOT,
             "model_sha256": model,
             "index_sha256": index,
         },

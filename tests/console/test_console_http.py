@@ -7,10 +7,13 @@ would leave a decision in the ledger.
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
-from console_seed import BLOCKED_RUN, OWN_RUN, Console
+from console_seed import BLOCKED_RUN, OWN_RUN, PROMOTED_RUNS, PUBLISHED_RUN, Console
 
+from shelfguard.console.deps import run_href
 from shelfguard.ledger import open_ledger
 
 PAGES = (
@@ -130,3 +133,12 @@ def test_data_docs_are_served_only_from_the_gate_s_own_site(console: Console) ->
     escape = httpx.get(site + "..%2F..%2F..%2Fledger.db", headers=headers)
     assert escape.status_code == 404
     assert httpx.get(site + "index.html").status_code == 401
+
+
+def test_a_model_run_links_the_catalog_refresh_run_its_data_came_from(console: Console) -> None:
+    headers = {"authorization": f"Bearer {_token(console, 'data-engineer')}"}
+    page = httpx.get(console.url + run_href(PROMOTED_RUNS[0]), headers=headers)
+    assert page.status_code == 200
+    (upstream,) = re.findall(r'<p data-testid="upstream">(.*?)</p>', page.text, re.S)
+    assert f'{run_href(PUBLISHED_RUN)}"><code>{PUBLISHED_RUN}</code></a>' in upstream, upstream
+    assert "batch-0001" in upstream

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import re
 
-from console_seed import BLOCKED_RUN, FAILED_CHECK, PROMOTED_RUNS, SAMPLE_VALUE, write_seeded_home
+from console_seed import (
+    BLOCKED_RUN,
+    FAILED_CHECK,
+    PROMOTED_RUNS,
+    PUBLISHED_RUN,
+    SAMPLE_VALUE,
+    write_seeded_home,
+)
 
 from shelfguard.config import Settings
 from shelfguard.ledger import open_ledger
@@ -56,3 +63,6 @@ def test_a_promoted_run_lists_its_approval_once_and_counts_as_integers(sg_home: 
     assert "Failed checks" not in html
     assert html.count("answered in Airflow") == 1, "one row per decision"
     assert "<td>200</td>" in html and "200.0000" not in html
+    # It ingested nothing itself: the report names the run that published its data.
+    assert "No ingested files are linked" not in html
+    assert f"it read the snapshot that run <code>{PUBLISHED_RUN}</code> published" in html
