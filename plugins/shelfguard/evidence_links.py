@@ -104,26 +104,35 @@ class EvidenceLink(BaseOperatorLink):
 def note_finished_run(dag_run: Any) -> str | None:
     """Set the note of a finished shelfguard run from its outcome in the ledger.
 
-    Written in a session of its own (the listener is handed a run detached from the
-    scheduler's session). A note a person wrote is left as it is. Returns the note set.
+    Written in the session Airflow is deciding the run's state in (the run's own, else
+    the thread's scoped session), flushed but not committed: the note lands in the same
+    transaction as the run's state. A second connection would wait on the run's row that
+    transaction holds, and committing the scoped session would close the scheduler's.
+    A note a person wrote is left as it is. Returns the note set.
     """
+    from airflow import settings
     from airflow.models.dagrun import DagRunNote
-    from airflow.utils.session import create_session
+    from sqlalchemy.orm import object_session
 
     run = _finished_run(str(dag_run.dag_id), str(dag_run.run_id))
     if run is None or run.outcome == "RUNNING":
         return None
     text = run_note(run, run_page_url(run.run_id))[:_NOTE_LIMIT]
-    with create_session() as session:
-        note = session.get(DagRunNote, dag_run.id)
-        if note is None:
-            note = DagRunNote(content=text)  # type: ignore[no-untyped-call]
-            note.dag_run_id = dag_run.id
-            session.add(note)
-        elif note.user_id is None:
-            note.content = text
-        else:
-            return None
+    session = object_session(dag_run)
+    if session is None:
+        scoped = settings.Session
+        assert scoped is not None, "Airflow's ORM is not configured in this process"
+        session = scoped()
+    note = session.get(DagRunNote, dag_run.id)
+    if note is None:
+        note = DagRunNote(content=text)  # type: ignore[no-untyped-call]
+        note.dag_run_id = dag_run.id
+        session.add(note)
+    elif note.user_id is None:
+        note.content = text
+    else:
+        return None
+    session.flush()
     return text
 
 
