@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from shelfguard import lineage_events as le
+from shelfguard.config import Settings
 from shelfguard.gates import GateOutcome
+from shelfguard.lineage import openlineage_transport
 
 RAW = GateOutcome(
     gate="raw_data",
@@ -75,24 +77,20 @@ def test_retraining_chain_through_file_transport(tmp_path: Path) -> None:
             "catalog_refresh.ingest",
             refresh,
             inputs=[le.file_dataset(tmp_path / "landing" / "products.csv", file_sha)],
-            outputs=[
-                le.table_dataset(warehouse, "raw", "products", output=True, gate=RAW)  # type: ignore[list-item]
-            ],
+            outputs=[le.table_dataset(warehouse, "raw", "products", output=True, gate=RAW)],
         ),
         le.run_event(
             "catalog_refresh.publish",
             refresh,
-            inputs=[le.table_dataset(warehouse, "raw", "products")],  # type: ignore[list-item]
-            outputs=[le.table_dataset(warehouse, "marts", m, output=True) for m in marts],  # type: ignore[misc]
+            inputs=[le.table_dataset(warehouse, "raw", "products")],
+            outputs=[le.table_dataset(warehouse, "marts", m, output=True) for m in marts],
             run_facets={"shelfguard_outcome": le.ShelfguardOutcomeRunFacet(outcome="published")},
         ),
         le.run_event(
             "search_model_retraining.train",
             retrain,
-            inputs=[
-                le.table_dataset(warehouse, "marts", "fct_training_pairs", gate=TRAINING)  # type: ignore[list-item]
-            ],
-            outputs=[le.model_dataset(model_sha)],  # type: ignore[list-item]
+            inputs=[le.table_dataset(warehouse, "marts", "fct_training_pairs", gate=TRAINING)],
+            outputs=[le.model_dataset(model_sha)],
             run_facets={
                 "shelfguard_outcome": le.ShelfguardOutcomeRunFacet(outcome="promoted"),
                 "shelfguard_approval": le.ShelfguardApprovalRunFacet(
@@ -104,8 +102,8 @@ def test_retraining_chain_through_file_transport(tmp_path: Path) -> None:
             "search_model_retraining.embed_catalog",
             retrain,
             inputs=[
-                le.model_dataset(model_sha, output=False),  # type: ignore[list-item]
-                le.table_dataset(warehouse, "marts", "dim_products"),  # type: ignore[list-item]
+                le.model_dataset(model_sha, output=False),
+                le.table_dataset(warehouse, "marts", "dim_products"),
             ],
             outputs=[le.index_dataset(index_sha)],
         ),
@@ -159,3 +157,98 @@ def test_embedded_env_uses_the_file_transport_under_home(tmp_path: Path) -> None
     assert config["type"] == "file"
     assert config["log_file_path"] == str(settings.home / "lineage" / "events")
     assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == le.JOB_NAMESPACE
+
+
+def test_events_from_the_ledger_chain_refresh_to_model_to_index(
+    sg_home: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shelfguard.ledger import IngestFileRecord, open_ledger
+
+    ledger = open_ledger(sg_home.ledger_url)
+    refresh, retrain = "catalog_refresh/manual__1", "search_model_retraining/asset__1"
+    ledger.start_run(refresh, "catalog_refresh", lineage={"batch_id": "b1"})
+    ledger.land_batch("b1", [{"file_name": "products.csv", "sha256": "a" * 64}], run_id=refresh)
+    ledger.record_ingested_file(
+        IngestFileRecord(
+            batch_id="b1",
+            file_name="products.csv",
+            table_name="products",
+            sha256="a" * 64,
+            bytes=10,
+            rows_read=2,
+            rows_accepted=2,
+            rows_quarantined=0,
+            run_id=refresh,
+        )
+    )
+    ledger.record_gate(refresh, "raw_data", "pass", subject="batch:b1", checks=RAW.checks)
+    ledger.record_gate(
+        refresh,
+        "dbt",
+        "pass",
+        subject="dim_products",
+        checks=[{"name": "unique_product_id", "status": "pass", "column": "product_id"}],
+    )
+    ledger.record_snapshot(
+        "snap1",
+        schema_name="marts_snap1",
+        fingerprint="f" * 64,
+        run_id=refresh,
+        batch_id="b1",
+        tables={},
+    )
+    ledger.update_lineage(refresh, published_snapshot="snap1")
+    ledger.finish_run(refresh, "OK")
+
+    ledger.start_run(retrain, "search_model_retraining", lineage={"snapshot_id": "snap1"})
+    ledger.record_gate(
+        retrain, "training_data", "warn", subject="fct_training_pairs", checks=TRAINING.checks
+    )
+    ledger.record_gate(
+        retrain,
+        "evaluation",
+        "pass",
+        subject="model",
+        checks=[{"name": "ndcg_at_10", "status": "pass"}],
+    )
+    ledger.record_artifact("model", "file:///m", "b" * 64, produced_by_run=retrain)
+    ledger.record_artifact(
+        "index", "file:///i", "c" * 64, produced_by_run=retrain, meta={"model_sha256": "b" * 64}
+    )
+    ledger.finish_run(retrain, "OK")
+
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", openlineage_transport(sg_home.home))
+    assert le.emit_run_lineage(sg_home, ledger, refresh) == 1
+    assert le.emit_run_lineage(sg_home, ledger, retrain) == 2
+    events = {e["job"]["name"]: e for e in _read_events(sg_home.home)}
+    publish = events["catalog_refresh"]
+    train = events["search_model_retraining.train"]
+    embed = events["search_model_retraining.embed_catalog"]
+
+    def ids(datasets: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(d["namespace"], d["name"]) for d in datasets}
+
+    assert publish["inputs"][0]["name"] == str(sg_home.landing_dir / "products.csv")
+    assert publish["inputs"][0]["facets"]["version"]["datasetVersion"] == "a" * 64
+    # ingest -> marts -> model -> index
+    assert ids(train["inputs"]) == ids(publish["outputs"])
+    assert ids(train["outputs"]) == {(le.MODEL_NAMESPACE, "b" * 64)}
+    assert (le.MODEL_NAMESPACE, "b" * 64) in ids(embed["inputs"])
+    assert ids(embed["outputs"]) == {(le.INDEX_NAMESPACE, "c" * 64)}
+    # One DataQualityAssertions facet per gate, each assertion a check.
+    gate_names = {
+        a["name"]
+        for e in events.values()
+        for d in e["inputs"] + e["outputs"]
+        for a in d["facets"].get("dataQualityAssertions", {}).get("assertions", [])
+    }
+    assert gate_names == {"raw_data", "dbt", "training_data", "evaluation"}
+    upstream = train["run"]["facets"]["shelfguard_upstream"]
+    assert (upstream["catalog_refresh_run"], upstream["batches"]) == (refresh, ["b1"])
+    assert train["run"]["facets"]["shelfguard_outcome"]["outcome"] == "OK"
+
+
+def test_no_transport_means_no_events(sg_home: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AIRFLOW__OPENLINEAGE__TRANSPORT", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert le.configured_client() is None
