@@ -62,6 +62,17 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
     pinned = ledger.policy_content(policy_sha) if policy_sha else None
     snapshot_id = run.lineage.get("published_snapshot") or run.lineage.get("snapshot_id")
     snapshot = ledger.get_snapshot(str(snapshot_id)) if snapshot_id else None
+    upstream = None
+    if snapshot is not None and run.dag_id != "catalog_refresh":
+        # A model run reads a published snapshot: its inputs are the batch the
+        # catalog_refresh run that published it ingested (also in its OpenLineage events).
+        upstream = {
+            "snapshot_id": snapshot.snapshot_id,
+            "catalog_refresh_run": snapshot.run_id,
+            "batches": [snapshot.batch_id] if snapshot.batch_id else [],
+        }
+        if not inputs and snapshot.batch_id:
+            inputs = [asdict(f) for f in ledger.ingested_files(batch_id=snapshot.batch_id)]
     gates = [_gate_json(g) for g in ledger.gate_results(run_id)]
     outcome = run.outcome
     if outcome == "BLOCKED":
@@ -91,6 +102,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             },
             "lineage": run.lineage,
             "inputs": inputs,
+            "upstream": upstream,
             "gates": [g for g in gates if g["gate"] != "dbt"],
             "dbt": [g for g in gates if g["gate"] == "dbt"],
             "approvals": [asdict(a) for a in ledger.approvals(run_id)],
@@ -177,6 +189,7 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% endif %}
 
 <h2>Inputs</h2>
+{% if r.upstream %}<p>Trained on snapshot <code>{{ r.upstream.snapshot_id }}</code>, published by catalog_refresh run <code>{{ r.upstream.catalog_refresh_run or "-" }}</code> from batch(es) {% for b in r.upstream.batches %}<code>{{ b }}</code> {% else %}-{% endfor %}.</p>{% endif %}
 {% if not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
 <table><tr><th>file</th><th>table</th><th>sha256</th><th>bytes</th><th>rows read</th><th>accepted</th><th>quarantined</th><th>by reason</th><th>extra columns</th></tr>
 {% for f in r.inputs %}<tr><td>{{ f.file_name }}</td><td>{{ f.table_name }}</td><td><code>{{ f.sha256 }}</code></td>

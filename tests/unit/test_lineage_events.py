@@ -217,6 +217,18 @@ def test_events_from_the_ledger_chain_refresh_to_model_to_index(
     )
     ledger.finish_run(retrain, "OK")
 
+    from shelfguard.reports import build_report, write_report
+
+    report = build_report(ledger, retrain)
+    assert report["upstream"] == {
+        "snapshot_id": "snap1",
+        "catalog_refresh_run": refresh,
+        "batches": ["b1"],
+    }
+    assert [f["file_name"] for f in report["inputs"]] == ["products.csv"]
+    html = write_report(sg_home, ledger, retrain).read_text()
+    assert f"catalog_refresh run <code>{refresh}</code>" in html
+
     monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", openlineage_transport(sg_home.home))
     assert le.emit_run_lineage(sg_home, ledger, refresh) == 1
     assert le.emit_run_lineage(sg_home, ledger, retrain) == 2
