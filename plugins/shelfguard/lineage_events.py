@@ -427,10 +427,10 @@ def emit_run_lineage(settings: Settings, ledger: Ledger, run_id: str) -> int:
 
     Lineage is reporting, not a gate: a transport that fails is logged, never raised.
     """
-    client = configured_client()
-    if client is None:
-        return 0
     try:
+        client = configured_client()
+        if client is None:
+            return 0
         events = run_events(settings, ledger, run_id)
         emit(client, events)
     except Exception:

@@ -264,3 +264,14 @@ def test_no_transport_means_no_events(sg_home: Settings, monkeypatch: pytest.Mon
     for name in ("AIRFLOW__OPENLINEAGE__TRANSPORT", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     assert le.configured_client() is None
+
+
+def test_a_broken_transport_never_fails_the_run(
+    sg_home: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shelfguard.ledger import open_ledger
+
+    ledger = open_ledger(sg_home.ledger_url)
+    ledger.start_run("catalog_refresh/manual__2", "catalog_refresh", lineage={})
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", "{not json")
+    assert le.emit_run_lineage(sg_home, ledger, "catalog_refresh/manual__2") == 0
