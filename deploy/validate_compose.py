@@ -25,7 +25,9 @@ values ``.env.example`` sets. :func:`validate_compose` checks:
   it COPYs exists and is not excluded by ``.dockerignore``; scripts run from the image are
   COPYed into it;
 - ``SHELFGUARD_*`` names are settings shelfguard reads and their values load; the warehouse
-  password reaches dbt; the approvers in ``governance.yml`` are UI users allowed to answer.
+  password reaches dbt; the approvers in ``governance.yml`` are UI users allowed to answer;
+- every Airflow service has the same OpenLineage transport, it parses, and an HTTP
+  transport points at a service of the file (Marquez).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import functools
 import importlib
 import importlib.util
 import itertools
+import json
 import os
 import re
 import shlex
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,6 +65,8 @@ EXPECTED_SERVICES = (
     "airflow-triggerer",
     "airflow-worker-1",
     "airflow-worker-2",
+    "marquez-db",
+    "marquez",
 )
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 # Settings every Airflow container must agree on, or tasks cannot run or decrypt anything.
@@ -985,6 +991,32 @@ def validate_compose(
     problems += docker_problems
     problems += check_commands(compose, dockerfile)
     problems += check_settings(compose, dockerfile)
+    problems += check_openlineage(compose)
+    return problems
+
+
+def check_openlineage(compose: Compose) -> list[str]:
+    """Every Airflow service sends lineage through a transport that parses, the same one
+    everywhere, and an HTTP transport's host is a service of this file."""
+    problems = []
+    transports = set()
+    for name, service in compose.airflow_services().items():
+        raw = compose.environment(service).get("AIRFLOW__OPENLINEAGE__TRANSPORT")
+        if not raw:
+            problems.append(f"{name}: AIRFLOW__OPENLINEAGE__TRANSPORT is not set")
+            continue
+        try:
+            transport = json.loads(raw)
+        except ValueError as error:
+            problems.append(f"{name}: AIRFLOW__OPENLINEAGE__TRANSPORT is not JSON ({error})")
+            continue
+        transports.add(raw)
+        if transport.get("type") == "http":
+            host = urlsplit(str(transport.get("url", ""))).hostname
+            if host not in compose.services:
+                problems.append(f"{name}: lineage goes to {host!r}, which is not a service")
+    if len(transports) > 1:
+        problems.append("AIRFLOW__OPENLINEAGE__TRANSPORT differs between the Airflow services")
     return problems
 
 

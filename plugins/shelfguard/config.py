@@ -108,7 +108,8 @@ class Settings:
 
     def ensure_dirs(self) -> None:
         """Create the local folders this configuration writes to."""
-        for path in (self.home, self.airflow_home, self.reports_dir, self.landing_dir):
+        lineage = self.home / "lineage"  # the embedded OpenLineage file transport's folder
+        for path in (self.home, self.airflow_home, self.reports_dir, self.landing_dir, lineage):
             path.mkdir(parents=True, exist_ok=True)
         if "://" not in self.artifact_root:
             Path(self.artifact_root).mkdir(parents=True, exist_ok=True)

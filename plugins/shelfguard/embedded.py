@@ -19,6 +19,7 @@ from typing import Any
 
 from shelfguard.config import Settings, project_root
 from shelfguard.ledger import RunRecord, open_ledger
+from shelfguard.lineage import OPENLINEAGE_NAMESPACE, openlineage_transport
 from shelfguard.progress import TaskEvent, TaskWatcher
 from shelfguard.run_context import EMBEDDED_TRIGGER_ENV
 
@@ -42,6 +43,9 @@ def airflow_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             # Cosmos keeps dbt's partial-parse cache here rather than in the shared temp folder.
             "AIRFLOW__COSMOS__CACHE_DIR": str(cosmos_cache_dir(settings)),
+            # The OpenLineage provider writes one JSON file per event under the home.
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": openlineage_transport(settings.home),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": OPENLINEAGE_NAMESPACE,
             "SCARF_ANALYTICS": "false",
             "DO_NOT_TRACK": "1",
             "HF_HUB_OFFLINE": "1",

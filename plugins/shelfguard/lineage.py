@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -51,3 +52,19 @@ def code_version() -> str:
 def ledger_run_id(dag_id: str, airflow_run_id: str) -> str:
     """The ledger's key for a DAG run: Airflow run ids are unique only within one DAG."""
     return f"{dag_id}/{airflow_run_id}"
+
+
+#: The job namespace of shelfguard's OpenLineage events (its own and the provider's).
+OPENLINEAGE_NAMESPACE = "shelfguard"
+
+
+def openlineage_file_path(home: Path) -> Path:
+    """Where the embedded file transport writes: one ``events-<time>.json`` per event."""
+    return home / "lineage" / "events"
+
+
+def openlineage_transport(home: Path) -> str:
+    """The provider's ``[openlineage] transport`` value for the embedded file transport."""
+    return json.dumps(
+        {"type": "file", "log_file_path": str(openlineage_file_path(home)), "append": False}
+    )

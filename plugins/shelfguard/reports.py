@@ -62,17 +62,18 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
     pinned = ledger.policy_content(policy_sha) if policy_sha else None
     snapshot_id = run.lineage.get("published_snapshot") or run.lineage.get("snapshot_id")
     snapshot = ledger.get_snapshot(str(snapshot_id)) if snapshot_id else None
-    gates = [_gate_json(g) for g in ledger.gate_results(run_id)]
-    # A model run ingests nothing: its data is a snapshot another (catalog_refresh) run
-    # published, from one batch.
     upstream = None
     if snapshot is not None and snapshot.run_id and snapshot.run_id != run.run_id:
-        published_by = ledger.get_run(snapshot.run_id)
+        # A model run reads a snapshot another (catalog_refresh) run published: its inputs
+        # are the batch that run ingested (also in its OpenLineage events).
         upstream = {
-            "run_id": snapshot.run_id,
-            "batch_id": snapshot.batch_id,
-            "outcome": published_by.outcome if published_by else None,
+            "snapshot_id": snapshot.snapshot_id,
+            "catalog_refresh_run": snapshot.run_id,
+            "batches": [snapshot.batch_id] if snapshot.batch_id else [],
         }
+        if not inputs and snapshot.batch_id:
+            inputs = [asdict(f) for f in ledger.ingested_files(batch_id=snapshot.batch_id)]
+    gates = [_gate_json(g) for g in ledger.gate_results(run_id)]
     outcome = run.outcome
     if outcome == "BLOCKED":
         verdict = (
@@ -101,6 +102,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             },
             "lineage": run.lineage,
             "inputs": inputs,
+            "upstream": upstream,
             "gates": [g for g in gates if g["gate"] != "dbt"],
             "dbt": [g for g in gates if g["gate"] == "dbt"],
             "approvals": [asdict(a) for a in ledger.approvals(run_id)],
@@ -112,7 +114,6 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
             },
             "batch": asdict(batch) if batch else None,
             "snapshot": asdict(snapshot) if snapshot else None,
-            "upstream": upstream,
             "generated_at": datetime.now(UTC),
         }
     )
@@ -190,8 +191,8 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 {% endif %}
 
 <h2>Inputs</h2>
-{% if not r.inputs and r.upstream %}<p>This run ingested no files: it read the snapshot that run <code>{{ r.upstream.run_id }}</code> published from batch <code>{{ r.upstream.batch_id }}</code> (see that run's report for its files and their hashes).</p>
-{% elif not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
+{% if r.upstream %}<p>Trained on snapshot <code>{{ r.upstream.snapshot_id }}</code>, published by catalog_refresh run <code>{{ r.upstream.catalog_refresh_run or "-" }}</code> from batch(es) {% for b in r.upstream.batches %}<code>{{ b }}</code> {% else %}-{% endfor %}: the files below are that batch's.</p>{% endif %}
+{% if not r.inputs %}<p class="muted">No ingested files are linked to this run.</p>{% else %}
 <table><tr><th>file</th><th>table</th><th>sha256</th><th>bytes</th><th>rows read</th><th>accepted</th><th>quarantined</th><th>by reason</th><th>extra columns</th></tr>
 {% for f in r.inputs %}<tr><td>{{ f.file_name }}</td><td>{{ f.table_name }}</td><td><code>{{ f.sha256 }}</code></td>
 <td>{{ "{:,}".format(f.bytes) }}</td><td>{{ "{:,}".format(f.rows_read) }}</td><td>{{ "{:,}".format(f.rows_accepted) }}</td>

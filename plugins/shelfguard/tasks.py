@@ -468,6 +468,9 @@ def finalize(context: Mapping[str, Any]) -> str:
         if dag_id == "catalog_refresh":
             _settle_batch(settings, ledger, run_id)
         report = write_report(settings, ledger, run_id)
+        from shelfguard.lineage_events import emit_run_lineage
+
+        emit_run_lineage(settings, ledger, run_id)
         # BLOCKED, REJECTED, FAILED, or a champion moved: the policy's channels are told
         # (a run that never pinned a policy has no channels to tell).
         with suppress(RunContextError):

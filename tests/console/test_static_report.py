@@ -65,4 +65,4 @@ def test_a_promoted_run_lists_its_approval_once_and_counts_as_integers(sg_home: 
     assert "<td>200</td>" in html and "200.0000" not in html
     # It ingested nothing itself: the report names the run that published its data.
     assert "No ingested files are linked" not in html
-    assert f"it read the snapshot that run <code>{PUBLISHED_RUN}</code> published" in html
+    assert f"published by catalog_refresh run <code>{PUBLISHED_RUN}</code>" in html

@@ -43,6 +43,7 @@ SECRETS = {
     "AIRFLOW_DB_PASSWORD": "test-airflow-password",
     "LEDGER_DB_PASSWORD": "test-ledger-password",
     "WAREHOUSE_DB_PASSWORD": "test-warehouse-password",
+    "MARQUEZ_DB_PASSWORD": "test-marquez-password",
     "REDIS_PASSWORD": "test-redis-password",
     "AIRFLOW_FERNET_KEY": "dGVzdC1vbmx5LWZlcm5ldC1rZXktMzItYnl0ZXMhISE=",
     "AIRFLOW_JWT_SECRET": "test-jwt-secret",
@@ -272,6 +273,10 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] =
     "approver without a UI account": (
         lambda d: _set_users(d, "admin:admin,data-engineer:op"),
         ("approver governance-owner (policy) is not a UI user with role user or above",),
+    ),
+    "lineage sent to a service that is not there": (
+        lambda d: d["services"].pop("marquez"),
+        ("service marquez is missing", "lineage goes to 'marquez', which is not a service"),
     ),
     "role SimpleAuthManager does not have": (
         lambda d: _set_users(d, "admin:admin,governance-owner:approver,data-engineer:op"),
