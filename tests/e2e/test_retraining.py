@@ -196,6 +196,44 @@ def test_first_model_is_blessed_and_promoted_with_its_index(
     assert "Approval and promotion" in html
 
 
+def test_the_first_run_s_lineage_chains_ingest_marts_model_and_index(
+    store: dict[str, Path], first: dict[str, Any]
+) -> None:
+    """The embedded file transport received this run's events (docs/lineage.md)."""
+    events = [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((store["home"] / "lineage").glob("events*.json"))
+    ]
+    _, report = shelfguard(store["home"], "report", first["run_id"], "--json")
+    model, index = report["lineage"]["model_sha256"], report["lineage"]["index_sha256"]
+
+    def ids(datasets: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(d["namespace"], d["name"]) for d in datasets}
+
+    # shelfguard's own events (the provider's task and DAG events share the job names).
+    named = {
+        e["job"]["name"]: e
+        for e in events
+        if e["eventType"] == "COMPLETE" and "/plugins/shelfguard" in e["producer"]
+    }
+    train = named["search_model_retraining.train"]
+    embed = named["search_model_retraining.embed_catalog"]
+    publish = named["catalog_refresh"]
+    assert ids(train["outputs"]) == {("shelfguard://models", model)}
+    assert ids(embed["outputs"]) == {("shelfguard://indexes", index)}
+    assert ("shelfguard://models", model) in ids(embed["inputs"])
+    # The marts it trained on are the ones catalog_refresh published, from the landed files.
+    assert ids(train["inputs"]) and ids(train["inputs"]) <= ids(publish["outputs"])
+    assert {d["name"].rsplit("/", 1)[-1] for d in publish["inputs"]} >= {"product.csv"}
+    gates = {
+        a["name"]
+        for e in (publish, train, embed)
+        for d in e["inputs"] + e["outputs"]
+        for a in d.get("facets", {}).get("dataQualityAssertions", {}).get("assertions", [])
+    }
+    assert gates >= {"raw_data", "training_data", "evaluation"}, gates
+
+
 def test_search_answers_from_the_champion_and_refuses_bad_input(
     store: dict[str, Path], first: dict[str, Any]
 ) -> None:
