@@ -842,23 +842,6 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def local_copy(settings: Settings, uri: str, sha256: str) -> Path:
-    """A local folder with the artifact at ``uri``: itself when local, else a copy cached
-    under ``$SHELFGUARD_HOME/cache/<sha256>`` (the searcher re-checks the hash)."""
-    if "://" not in uri:
-        return Path(uri)
-    import fsspec
-
-    target = settings.home / "cache" / sha256
-    if not target.is_dir():
-        fs, path = fsspec.core.url_to_fs(uri)
-        partial = target.with_name(target.name + ".partial")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        fs.get(path.rstrip("/") + "/", str(partial) + "/", recursive=True)
-        partial.rename(target)
-    return target
-
-
 def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[Any]]:
     """Search the catalog with the champion pair; refuses a model and index that do not belong together."""
     if not query.strip():
@@ -868,42 +851,26 @@ def search_champion(settings: Settings, query: str, k: int) -> tuple[Any, list[A
     if k < 1:
         raise UsageError(f"-k must be at least 1, got {k}")
     from shelfguard.ledger import LedgerTampered
+    from shelfguard.serving.pairs import PairRefused, open_pair
 
     ledger = _ledger(settings)
     try:
-        champion = ledger.verify_champion("champion")
-    except LedgerTampered as exc:
-        raise TamperedError(f"refusing to search: {exc}") from exc
+        try:
+            champion = ledger.verify_champion("champion")
+        except LedgerTampered as exc:
+            raise TamperedError(f"refusing to search: {exc}") from exc
+        if champion is None:
+            raise UsageError(
+                "no champion yet: nothing has been promoted "
+                "(run search_model_retraining until it ends PROMOTED, e.g. make demo)"
+            )
+        try:
+            pair = open_pair(settings, ledger, champion, device="auto", verified=True)
+        except PairRefused as exc:
+            raise UsageError(f"refusing to search: {exc}") from exc
     finally:
         ledger.dispose()
-    if champion is None:
-        raise UsageError(
-            "no champion yet: nothing has been promoted "
-            "(run search_model_retraining until it ends PROMOTED, e.g. make demo)"
-        )
-    built_by = str(champion.index.meta.get("model_sha256", ""))
-    if built_by != champion.model.sha256:
-        raise UsageError(
-            f"refusing to search: the champion index was built by model {built_by[:12]}, "
-            f"not by the champion model {champion.model.sha256[:12]}"
-        )
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as transformers_logging
-
-    from shelfguard_train.search import CatalogSearcher, IndexMismatchError
-
-    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-    try:
-        searcher = CatalogSearcher.open(
-            local_copy(settings, champion.model.uri, champion.model.sha256),
-            local_copy(settings, champion.index.uri, champion.index.sha256),
-            expected_model_sha256=champion.model.sha256,
-            expected_index_sha256=champion.index.sha256,
-        )
-    except (IndexMismatchError, OSError) as exc:
-        raise UsageError(f"refusing to search: {exc}") from exc
-    return champion, searcher.search(query, k)
+    return champion, pair.searcher.search(query, k)
 
 
 def print_hits(query: str, hits: list[Any]) -> None:
@@ -1074,6 +1041,49 @@ environment:
 
 
 # --- shelfguard ui: the governance console (shelfguard.console) -----------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve product search from the champion pair, following the alias, until interrupted."""
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers must be between 1 and 64, got {args.workers}")
+    for name in ("poll_seconds", "click_window", "rotate_seconds"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be above 0")
+    import uvicorn
+
+    from shelfguard.serving.app import OPTIONS_ENV, ServeOptions
+
+    options = ServeOptions(
+        poll_seconds=args.poll_seconds,
+        click_window=args.click_window,
+        rotate_seconds=args.rotate_seconds,
+        log_dir=str(Path(args.log_dir).resolve()) if args.log_dir else None,
+    )
+    os.environ[OPTIONS_ENV] = options.to_env()
+    # The workers share the cores: each encodes on its share of them.
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    log_dir = options.log_dir or str(settings.landing_dir / "served")
+    out.print(
+        f"serving search on http://{args.host}:{args.port} (docs at /docs), "
+        f"{args.workers} worker(s), following the champion in {settings.ledger_url}; "
+        f"served searches go to {log_dir}"
+    )
+    uvicorn.run(
+        "shelfguard.serving.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=not args.no_access_log,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
@@ -1281,6 +1291,34 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     ui.set_defaults(func=cmd_ui)
+    serve = sub.add_parser(
+        "serve", help="serve product search from the champion, swapping as the alias moves"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="how often to read the alias (default 1)"
+    )
+    serve.add_argument(
+        "--click-window",
+        type=float,
+        default=600.0,
+        help="seconds after a search that its clicks are taken (default 600)",
+    )
+    serve.add_argument(
+        "--rotate-seconds",
+        type=float,
+        default=300.0,
+        help="how often served searches are written out as a delivery folder (default 300)",
+    )
+    serve.add_argument(
+        "--log-dir", help="where delivery folders go (default: <landing folder>/served)"
+    )
+    serve.add_argument("--no-access-log", action="store_true", help="no line per request")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -8,9 +8,9 @@ to copy their original bytes into quarantine. Guarantees:
   rolled back (invariant 4: no row is lost silently);
 - a line never refuses a file: any data line that cannot be loaded goes to
   quarantine with a reason code and its original bytes, and the batch goes on;
-- a file-level problem (missing required column, unreadable or empty file, a bad
-  header line, a ``product.csv`` with a header and no data line) stops the whole
-  batch before anything is written;
+- a file-level problem (a folder with none of the known files, missing required
+  column, unreadable or empty file, a bad header line, a ``product.csv`` with a header
+  and no data line) stops the whole batch before anything is written;
 - the same file content is loaded into the same table once: re-ingesting is a
   no-op (invariant 7).
 
@@ -127,6 +127,8 @@ class FileSpec:
     #: (stored column, personal column): the stored column holds the personal one's
     #: pseudonym (:func:`shelfguard.pseudonyms.pseudonym`), in its place.
     pseudonyms: tuple[tuple[str, str], ...] = ()
+    #: A file with a header and no data line is refused (a catalog of zero products).
+    not_empty: bool = False
 
     @property
     def stored_columns(self) -> dict[str, str]:
@@ -155,7 +157,11 @@ _PRODUCT_COLUMNS = {
 }
 
 SPECS: tuple[FileSpec, ...] = (
-    FileSpec("product", "product.csv", "products", _PRODUCT_COLUMNS, required=True),
+    # Not required: a delivery of behaviour alone (the search service's served log) reads
+    # the catalog of the published marts. A folder with none of these files is refused.
+    FileSpec(
+        "product", "product.csv", "products", _PRODUCT_COLUMNS, required=False, not_empty=True
+    ),
     FileSpec(
         "query",
         "query.csv",
@@ -440,15 +446,19 @@ def discover(source: Path) -> list[_Scanned]:
         if not path.is_file():
             raise IngestError(f"{path}: not a regular file")
         found.append(_Scanned(spec, path, _read_header(spec, path)))
+    if not found:
+        known = ", ".join(spec.file_name for spec in SPECS)
+        raise IngestError(f"{source}: none of the files a batch is made of is here ({known})")
     return found
 
 
 def _check_has_rows(item: _Scanned) -> None:
-    """A required file (the catalog) with a header and no data line is a contract failure."""
-    if item.spec.required and item.data_lines == 0:
+    """The catalog with a header and no data line is a contract failure."""
+    if item.spec.not_empty and item.data_lines == 0:
         raise IngestError(
-            f"{item.path.name}: the file has a header line and no data lines; a required "
-            f"file with zero rows is refused (it would load an empty raw.{item.spec.table})"
+            f"{item.path.name}: the file has a header line and no data lines; a "
+            f"{item.path.name} with zero rows is refused (it would load an empty "
+            f"raw.{item.spec.table})"
         )
 
 

@@ -252,3 +252,9 @@ def tiny_data(generated_inputs: GeneratedInputs) -> Path:
 def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random BERT, built once per session."""
     return build_tiny_model(tiny_data, tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with other random weights: another model, another embedding space."""
+    return build_tiny_model(tiny_data, tmp_path_factory.mktemp("other-model") / "model", seed=1)

@@ -11,10 +11,10 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from shelfguard.cli import local_copy
 from shelfguard.config import Settings, load_settings
 from shelfguard.indexing import embed_paths, write_embed_config
 from shelfguard.modeling import export_training_data, read_json, run_dir, write_train_config
+from shelfguard.serving.pairs import local_copy
 
 MARTS = """
 create schema marts;

@@ -140,7 +140,7 @@ def test_empty_and_missing_files_fail_with_the_file_named(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    with pytest.raises(IngestError, match=r"required file product\.csv is missing"):
+    with pytest.raises(IngestError, match=r"none of the files a batch is made of is here"):
         ingest(src, sg_home.duckdb_path, ledger)
     (src / "product.csv").write_bytes(b"")
     with pytest.raises(IngestError, match=r"product\.csv: the file is empty"):

@@ -121,22 +121,35 @@ class CatalogSearcher:
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The ``k`` products nearest to ``query``, best first (fewer if the index is small)."""
-        if not query.strip():
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
+        """:meth:`search` for several queries at once: one encoder call, one ANN call.
+
+        A service answering concurrent requests batches them through here; the answers
+        are the ones :meth:`search` gives each query alone.
+        """
+        if any(not query.strip() for query in queries):
             raise ValueError("empty query")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        vectors = encode_texts(self.model, [query], 1, self.runtime)
-        hits = []
+        if not queries:
+            return []
+        vectors = encode_texts(self.model, queries, len(queries), self.runtime)
+        answers = []
         # usearch reports cosine distance: 1 - similarity.
-        for rank, (product_id, distance) in enumerate(ann_search(self.ann, vectors, k)[0], 1):
-            product = self.products[product_id]
-            hits.append(
-                Hit(
-                    rank=rank,
-                    product_id=product_id,
-                    score=1.0 - distance,
-                    product_name=product.name,
-                    product_class=product.product_class,
+        for found in ann_search(self.ann, vectors, k):
+            hits = []
+            for rank, (product_id, distance) in enumerate(found, 1):
+                product = self.products[product_id]
+                hits.append(
+                    Hit(
+                        rank=rank,
+                        product_id=product_id,
+                        score=1.0 - distance,
+                        product_name=product.name,
+                        product_class=product.product_class,
+                    )
                 )
-            )
-        return hits
+            answers.append(hits)
+        return answers
