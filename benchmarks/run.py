@@ -51,6 +51,7 @@ STAGE_NAMES = (
     "train",
     "end_to_end",
     "console_runs",
+    "serve",
 )
 Row = dict[str, Any]
 Result = dict[str, Any]
@@ -77,6 +78,8 @@ class Profile:
     candidates: bool = True
     seed: int = 42
     console_runs: int = 1_000  # runs in the ledger under the console's Runs page
+    serve_products: int = 2_000  # the catalog the search service answers over
+    serve_requests: int = 800  # searches of the steady measurement (8 clients)
     # Encoding time the incremental stage's full re-embed may take, judged from embed_full's
     # throughput: on a CPU that encodes too slowly for the profile's catalog, the catalog
     # shrinks (in steps of 10K, to no less than 10K) and the row says so. None: fixed size.
@@ -112,6 +115,8 @@ PROFILES = {
         train_batch=64,
         demo_products=2_000,
         end_to_end=True,
+        serve_products=100_000,
+        serve_requests=2_000,
         # 100K fits on CPUs with native bf16 (~200 products/s on 2 cores); an AVX2-only CPU
         # encodes ~95/s, and 100K alone would take ~18 of the 30 minutes.
         embed_budget_s=600.0,
@@ -400,6 +405,33 @@ def console_runs_row(r: Result) -> Row:
     )
 
 
+def serve_row(r: Result) -> Row:
+    latency = r["p50_ms"] / r["floor_p50_ms"]
+    throughput = r["requests_per_second"] / r["floor_requests_per_second"]
+    clean = r["failed"] == 0 and r["mixed"] == 0
+    return make_row(
+        "serve",
+        r["p50_ms"],
+        "ms",
+        r["floor_p50_ms"],
+        latency,
+        r["peak_rss_mb"],
+        r["products"],
+        f"shelfguard serve at k=10, {r['clients']} concurrent clients, {r['requests']} searches: "
+        f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_second']:.1f} "
+        f"req/s; floor (encode + ANN search in a loop, in-process): p50 "
+        f"{r['floor_p50_ms']:.1f} ms, {r['floor_requests_per_second']:.1f} req/s; throughput "
+        f"{throughput:.2f}x the floor. While the alias moved {r['moves']} times: "
+        f"{r['moving_requests']} searches, p99 {r['moving_p99_ms']:.1f} ms, {r['failed']} "
+        f"failed, {r['mixed']} mixed; swap (move to verified and serving) median "
+        f"{r['swap_seconds_median']:.2f} s; peak RSS is the service's",
+        target="p50 <= 1.5x floor, throughput >= 0.6x floor, 0 failed or mixed",
+        meets_target=latency <= 1.5 and throughput >= 0.6 and clean,
+        throughput_ratio=round(throughput, 3),
+        **_extra(r, "p50_ms", "floor_p50_ms", "products", "peak_rss_mb"),
+    )
+
+
 def growth_rows(stage: str, seconds_by_size: dict[int, float], what: str) -> list[Row]:
     """``growth_<stage>_<size>``: time against linear extrapolation from the smallest size."""
     if not seconds_by_size:
@@ -639,6 +671,19 @@ def _run_console(bench: Bench) -> None:
         bench.add([console_runs_row(result)])
 
 
+def _run_serve(bench: Bench) -> None:
+    p = bench.profile
+    size = p.serve_products
+    bench.child(f"prepare-{size}-export", "prepare", size=size, seed=p.seed, export=True)
+    result = bench.child(
+        f"serve-{size}", "serve", size=size, seed=p.seed, requests=p.serve_requests
+    )
+    if result is None:
+        bench.add([failed_row("serve", size, "see the log")])
+    else:
+        bench.add([serve_row(result)])
+
+
 def run(bench: Bench) -> None:
     """Run the selected stages in order, adding their rows as they finish."""
     if bench.wants("ingest", "raw_gate"):
@@ -651,6 +696,8 @@ def run(bench: Bench) -> None:
         _run_end_to_end(bench)
     if bench.wants("console_runs"):
         _run_console(bench)
+    if bench.wants("serve"):
+        _run_serve(bench)
 
 
 # --------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from benchmarks.data import (
     product_only_source,
     warm_page_cache,
 )
+from benchmarks.serve_stage import serve_stage
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -988,4 +989,5 @@ STAGES: dict[str, Callable[..., Result]] = {
     "train": train_stage,
     "end_to_end": end_to_end_stage,
     "console_runs": console_runs_stage,
+    "serve": serve_stage,
 }

@@ -67,6 +67,7 @@ EXPECTED_SERVICES = (
     "airflow-worker-2",
     "marquez-db",
     "marquez",
+    "search",
 )
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 # Settings every Airflow container must agree on, or tasks cannot run or decrypt anything.
@@ -166,8 +167,11 @@ class Compose:
         return {str(k): v or {} for k, v in services.items()}
 
     def airflow_services(self) -> dict[str, dict[str, Any]]:
-        """Services built from the repository's Dockerfile (the Airflow image)."""
-        return {name: s for name, s in self.services.items() if "build" in s}
+        """Services built from the repository's Dockerfile that run Airflow (the image's
+        own entrypoint); the search service replaces it with ``shelfguard serve``."""
+        return {
+            name: s for name, s in self.services.items() if "build" in s and "entrypoint" not in s
+        }
 
     def resolve(self, text: str) -> str:
         """``text`` as compose interpolates it with :attr:`values` set."""
@@ -992,6 +996,7 @@ def validate_compose(
     problems += check_commands(compose, dockerfile)
     problems += check_settings(compose, dockerfile)
     problems += check_openlineage(compose)
+    problems += check_search(compose)
     return problems
 
 
@@ -1017,6 +1022,42 @@ def check_openlineage(compose: Compose) -> list[str]:
                 problems.append(f"{name}: lineage goes to {host!r}, which is not a service")
     if len(transports) > 1:
         problems.append("AIRFLOW__OPENLINEAGE__TRANSPORT differs between the Airflow services")
+    return problems
+
+
+def check_search(compose: Compose) -> list[str]:
+    """The search service runs ``shelfguard serve`` (options it takes), from an image with
+    the training package, on the same ledger, artifacts and landing folder as Airflow, with
+    a healthcheck on its own /readyz."""
+    from shelfguard.config import SettingsError, load_settings
+
+    service = compose.services.get("search")
+    if service is None:
+        return []
+    tokens = [compose.resolve(t) for t in command_tokens(service.get("entrypoint"))]
+    if tokens[:2] == ["/usr/bin/dumb-init", "--"]:
+        tokens = tokens[2:]
+    if tokens[:2] != ["shelfguard", "serve"]:
+        return [f"search: runs {' '.join(tokens)!r}, not `shelfguard serve`"]
+    env = compose.environment(service)
+    problems = check_cli("shelfguard", tokens[1:], env, "search")
+    args = ((service.get("build") or {}).get("args")) or {}
+    if str(args.get("INSTALL_TRAINING", "")).lower() != "true":
+        problems.append("search: its image needs the training package (INSTALL_TRAINING: true)")
+    port = tokens[tokens.index("--port") + 1] if "--port" in tokens else "8080"
+    test = " ".join(command_tokens((service.get("healthcheck") or {}).get("test")))
+    if f"localhost:{port}/readyz" not in test:
+        problems.append(f"search: its healthcheck does not ask localhost:{port}/readyz")
+    try:
+        mine = load_settings(env)
+    except SettingsError as exc:
+        return [*problems, f"search: {exc}"]
+    for name, airflow in compose.airflow_services().items():
+        theirs = load_settings(compose.environment(airflow))
+        for field in ("ledger_url", "artifact_root", "landing_dir"):
+            if getattr(mine, field) != getattr(theirs, field):
+                problems.append(f"search: its {field} is not {name}'s")
+        break
     return problems
 
 

@@ -278,6 +278,26 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]] =
         lambda d: d["services"].pop("marquez"),
         ("service marquez is missing", "lineage goes to 'marquez', which is not a service"),
     ),
+    "search service on another ledger": (
+        lambda d: _add_env(d, "search", SHELFGUARD_LEDGER_URL="sqlite:////tmp/other.sqlite"),
+        ("search: its ledger_url is not",),
+    ),
+    "search service option serve does not take": (
+        lambda d: _set(
+            d, "search", "entrypoint", ["shelfguard", "serve", "--prot", "8000", "--port", "8000"]
+        ),
+        ("search: `shelfguard serve` has no option --prot",),
+    ),
+    "search image without the training package": (
+        lambda d: _set(d, "search", "build", {"context": ".", "dockerfile": "Dockerfile"}),
+        ("search: its image needs the training package (INSTALL_TRAINING: true)",),
+    ),
+    "search healthcheck on another port": (
+        lambda d: _set(
+            d, "search", "healthcheck", {"test": ["CMD", "curl", "http://localhost:9/readyz"]}
+        ),
+        ("search: its healthcheck does not ask localhost:8000/readyz",),
+    ),
     "role SimpleAuthManager does not have": (
         lambda d: _set_users(d, "admin:admin,governance-owner:approver,data-engineer:op"),
         (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -249,6 +250,80 @@ def test_search_answers_from_the_champion_and_refuses_bad_input(
     fresh = cli(store["root"] / "no-such-home", "search", QUERY)
     assert fresh.returncode == 2
     assert "no champion yet" in fresh.stderr and "Traceback" not in fresh.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_search_service_answers_from_the_champion_and_its_log_lands(
+    store: dict[str, Path], first: dict[str, Any]
+) -> None:
+    """shelfguard serve on the real champion: it answers like `search`; what it served and
+    the clicks on it land through catalog_refresh as a batch of behaviour, gated."""
+    import httpx
+
+    home = store["home"]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = store["root"] / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [CLI, "serve", "--port", str(port), "--rotate-seconds", "3600"],
+            env=_env(home), stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        answer = httpx.get(f"{url}/search", params={"q": QUERY, "k": 10}, timeout=60).json()
+        assert [h["product_id"] for h in answer["hits"]] == hits(home)
+        assert answer["index_sha256"] == champion(home)["index"]["sha256"]
+        served = []
+        for n, query in enumerate(["oak desk", "velvet sofa", "bar stool", QUERY] * 3):
+            body = httpx.get(
+                f"{url}/search",
+                params={"q": query, "k": 8, "session": f"s{n}", "user": f"shopper-{n % 4}"},
+                timeout=60,
+            ).json()
+            served.append(body)
+            clicked = httpx.post(
+                f"{url}/click",
+                json={"search_id": body["search_id"], "product_id": body["hits"][0]["product_id"],
+                      "position": 1, "added_to_cart": n % 3 == 0},
+                timeout=60,
+            )
+            assert clicked.status_code == 202, clicked.text
+    finally:
+        proc.send_signal(signal.SIGTERM)  # shutting down writes out what it served
+        proc.wait(timeout=120)
+    parts = sorted((home / "landing" / "served").glob("served-*"))
+    assert len(parts) == 1, log_path.read_text()[-3000:]
+    code, outcome = shelfguard(
+        home, "run", "catalog_refresh", "--source", str(parts[0]), "--json"
+    )
+    assert (code, outcome["outcome"]) == (0, "OK"), outcome
+    gates = {g["name"]: g["status"] for g in outcome["gates"]}
+    assert gates["raw_data"] in ("pass", "warn") and gates["training_data"] in ("pass", "warn")
+    _, report = shelfguard(home, "report", outcome["run_id"], "--json")
+    (ingest,) = [g for g in report["gates"] if g["gate"] == "ingest"]
+    (landed,) = ingest["metrics"]["files"]
+    assert (landed["file_name"], landed["rows_read"], landed["rows_quarantined"]) == (
+        "search_log.csv", 8 * len(served) + 10, 0
+    )
+    checks = gate_checks(home, outcome["run_id"], "raw_data")
+    assert checks["raw_search_log.search_position_unique"] == "pass", checks
 
 
 def test_a_model_trained_on_shuffled_pairs_loses_to_the_champion(

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -135,6 +136,7 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.batches = 0
         self.answered = 0
+        self.busy_seconds = 0.0  # inside the encoder and the ANN search
 
     async def search(self, query: str, k: int) -> tuple[LoadedPair, list[Any]]:
         """The pair that answered and its hits, once the batch holding this query ran."""
@@ -155,6 +157,7 @@ class Batcher:
                 for job in jobs:
                     job.future.set_exception(_NotReady())
                 continue
+            started = time.perf_counter()
             try:
                 answers = await asyncio.to_thread(
                     pair.searcher.search_many, [job.query for job in jobs], max(j.k for j in jobs)
@@ -165,6 +168,7 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            self.busy_seconds += time.perf_counter() - started
             self.batches += 1
             self.answered += len(jobs)
             for job, hits in zip(jobs, answers, strict=True):
@@ -350,6 +354,7 @@ async def readyz(service: Annotated[_Service, Depends(_service)]) -> JSONRespons
         "swaps": follower.swaps,
         "answered": service.batcher.answered,
         "batches": service.batcher.batches,
+        "busy_seconds": round(service.batcher.busy_seconds, 3),
         "served_log": {
             "folder": str(served.folder),
             "pending_lines": served.pending(),
