@@ -1052,12 +1052,13 @@ def check_search(compose: Compose) -> list[str]:
         mine = load_settings(env)
     except SettingsError as exc:
         return [*problems, f"search: {exc}"]
-    for name, airflow in compose.airflow_services().items():
-        theirs = load_settings(compose.environment(airflow))
-        for field in ("ledger_url", "artifact_root", "landing_dir"):
-            if getattr(mine, field) != getattr(theirs, field):
-                problems.append(f"search: its {field} is not {name}'s")
-        break
+    airflow = next(iter(compose.airflow_services().items()), None)
+    if airflow is not None:
+        name, service = airflow
+        theirs = load_settings(compose.environment(service))
+        for setting in ("ledger_url", "artifact_root", "landing_dir"):
+            if getattr(mine, setting) != getattr(theirs, setting):
+                problems.append(f"search: its {setting} is not {name}'s")
     return problems
 
 

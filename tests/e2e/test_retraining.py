@@ -274,7 +274,9 @@ def test_the_search_service_answers_from_the_champion_and_its_log_lands(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [CLI, "serve", "--port", str(port), "--rotate-seconds", "3600"],
-            env=_env(home), stdout=log, stderr=subprocess.STDOUT,
+            env=_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 300
@@ -300,8 +302,12 @@ def test_the_search_service_answers_from_the_champion_and_its_log_lands(
             served.append(body)
             clicked = httpx.post(
                 f"{url}/click",
-                json={"search_id": body["search_id"], "product_id": body["hits"][0]["product_id"],
-                      "position": 1, "added_to_cart": n % 3 == 0},
+                json={
+                    "search_id": body["search_id"],
+                    "product_id": body["hits"][0]["product_id"],
+                    "position": 1,
+                    "added_to_cart": n % 3 == 0,
+                },
                 timeout=60,
             )
             assert clicked.status_code == 202, clicked.text
@@ -310,9 +316,7 @@ def test_the_search_service_answers_from_the_champion_and_its_log_lands(
         proc.wait(timeout=120)
     parts = sorted((home / "landing" / "served").glob("served-*"))
     assert len(parts) == 1, log_path.read_text()[-3000:]
-    code, outcome = shelfguard(
-        home, "run", "catalog_refresh", "--source", str(parts[0]), "--json"
-    )
+    code, outcome = shelfguard(home, "run", "catalog_refresh", "--source", str(parts[0]), "--json")
     assert (code, outcome["outcome"]) == (0, "OK"), outcome
     gates = {g["name"]: g["status"] for g in outcome["gates"]}
     assert gates["raw_data"] in ("pass", "warn") and gates["training_data"] in ("pass", "warn")
@@ -320,7 +324,9 @@ def test_the_search_service_answers_from_the_champion_and_its_log_lands(
     (ingest,) = [g for g in report["gates"] if g["gate"] == "ingest"]
     (landed,) = ingest["metrics"]["files"]
     assert (landed["file_name"], landed["rows_read"], landed["rows_quarantined"]) == (
-        "search_log.csv", 8 * len(served) + 10, 0
+        "search_log.csv",
+        8 * len(served) + 10,
+        0,
     )
     checks = gate_checks(home, outcome["run_id"], "raw_data")
     assert checks["raw_search_log.search_position_unique"] == "pass", checks
