@@ -537,6 +537,29 @@ class Bench:
         self.log(f"[bench] {label} done in {result['elapsed_seconds']:.1f}s")
         return result
 
+    def measure(
+        self,
+        label: str,
+        stage: str,
+        size: int,
+        to_row: Callable[[Result], Row],
+        *,
+        export: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Run one stage (after exporting the store of ``export`` products, if given) and
+        add its row, or a failed row."""
+        if export is not None:
+            self.child(
+                f"prepare-{export}-export",
+                "prepare",
+                size=export,
+                seed=self.profile.seed,
+                export=True,
+            )
+        result = self.child(label, stage, **kwargs)
+        self.add([failed_row(stage, size, "see the log")] if result is None else [to_row(result)])
+
     def wants(self, *names: str) -> bool:
         return any(name in self.stages for name in names)
 
@@ -634,20 +657,17 @@ def _run_embedding(bench: Bench) -> None:
 
 def _run_train(bench: Bench) -> None:
     p = bench.profile
-    size = p.train_products
-    bench.child(f"prepare-{size}-export", "prepare", size=size, seed=p.seed, export=True)
-    result = bench.child(
+    bench.measure(
         f"train-{p.train_pairs}",
         "train",
-        products=size,
+        p.train_pairs,
+        lambda r: train_row(r, p.train_pairs),
+        export=p.train_products,
+        products=p.train_products,
         seed=p.seed,
         pairs=p.train_pairs,
         batch_size=p.train_batch,
     )
-    if result is None:
-        bench.add([failed_row("train", p.train_pairs, "see the log")])
-    else:
-        bench.add([train_row(result, p.train_pairs)])
 
 
 def _run_end_to_end(bench: Bench) -> None:
@@ -664,24 +684,22 @@ def _run_end_to_end(bench: Bench) -> None:
 
 def _run_console(bench: Bench) -> None:
     runs = bench.profile.console_runs
-    result = bench.child("console_runs", "console_runs", runs=runs)
-    if result is None:
-        bench.add([failed_row("console_runs", runs, "see the log")])
-    else:
-        bench.add([console_runs_row(result)])
+    bench.measure("console_runs", "console_runs", runs, console_runs_row, runs=runs)
 
 
 def _run_serve(bench: Bench) -> None:
     p = bench.profile
     size = p.serve_products
-    bench.child(f"prepare-{size}-export", "prepare", size=size, seed=p.seed, export=True)
-    result = bench.child(
-        f"serve-{size}", "serve", size=size, seed=p.seed, requests=p.serve_requests
+    bench.measure(
+        f"serve-{size}",
+        "serve",
+        size,
+        serve_row,
+        export=size,
+        size=size,
+        seed=p.seed,
+        requests=p.serve_requests,
     )
-    if result is None:
-        bench.add([failed_row("serve", size, "see the log")])
-    else:
-        bench.add([serve_row(result)])
 
 
 def run(bench: Bench) -> None:

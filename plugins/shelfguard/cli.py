@@ -1086,6 +1086,61 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Send simulated shoppers of a generated store to a running search service."""
+    from shelfguard.generator import store_truth
+    from shelfguard.serving.shoppers import (
+        MAX_SESSIONS,
+        SimulationError,
+        check_loopback,
+        simulate,
+    )
+
+    if not 1 <= args.sessions <= MAX_SESSIONS:
+        raise UsageError(f"--sessions must be between 1 and {MAX_SESSIONS:,}, got {args.sessions}")
+    try:
+        url = check_loopback(args.url)
+        try:
+            truth = store_truth(args.products, args.seed, args.searches)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        with _progress(not args.json) as update:
+
+            def advance(done: int, total: int) -> None:
+                if update is not None:
+                    update("simulated sessions", done, total)
+
+            result = simulate(url, truth, args.sessions, seed=args.shopper_seed, progress=advance)
+    except SimulationError as exc:
+        raise UsageError(str(exc)) from exc
+    summary = result.to_dict()
+    if args.json:
+        out.print_json(json.dumps(summary))
+    else:
+        table = Table(
+            "index",
+            "searches",
+            "clicks",
+            "CTR",
+            "debiased CTR",
+            "true nDCG@10",
+            title=f"{summary['sessions']} simulated sessions against {url}",
+        )
+        for sha, traffic in summary["by_index"].items():
+            table.add_row(
+                sha[:12],
+                str(traffic["searches"]),
+                str(traffic["clicks"]),
+                f"{traffic['ctr']:.3f}",
+                f"{traffic['debiased_ctr']:.3f}",
+                f"{traffic['true_ndcg@10']:.3f}",
+            )
+        out.print(table)
+        if summary["errors"]:
+            out.print(f"{summary['errors']} request(s) failed, e.g. {summary['first_errors'][0]}")
+    return 1 if summary["errors"] else 0
+
+
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
     """Serve Airflow's UI with the governance console on this home until interrupted."""
     from shelfguard.console.server import (
@@ -1319,6 +1374,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-access-log", action="store_true", help="no line per request")
     serve.set_defaults(func=cmd_serve)
+    simulate = sub.add_parser(
+        "simulate",
+        help="send simulated shoppers of a generated store to a running search service",
+    )
+    simulate.add_argument("--sessions", type=int, required=True, help="shopping sessions to run")
+    simulate.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="the service (loopback only)"
+    )
+    simulate.add_argument(
+        "--products", type=int, default=2000, help="the store's generate --products (default 2000)"
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=42, help="the store's generate --seed (default 42)"
+    )
+    simulate.add_argument("--searches", type=int, help="the store's generate --searches")
+    simulate.add_argument(
+        "--shopper-seed", type=int, default=0, help="seed of the shoppers' choices (default 0)"
+    )
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -44,8 +44,12 @@ __all__ = [
     "QUERY_COLUMNS",
     "SEARCH_LOG_COLUMNS",
     "GenerateResult",
+    "StoreTruth",
+    "click_outcomes",
     "default_searches",
+    "examination",
     "generate",
+    "store_truth",
 ]
 
 DEFECTS: dict[str, str] = {
@@ -1507,17 +1511,78 @@ def _simulate(
     order = np.argsort(-score, axis=1, kind="stable")
     products = np.take_along_axis(products, order, axis=1)
     grade = np.take_along_axis(grade, order, axis=1)
-    position = np.arange(1, _IMPRESSIONS_PER_SEARCH + 1)
-    examination = 1.0 / position**_EXAMINATION_POWER
-    clicked = rng.random(grade.shape) < examination * _ATTRACTIVENESS[grade]
+    clicked, carted, purchased = click_outcomes(grade, rng)
+    return products, clicked, carted, purchased
+
+
+def examination(positions: int) -> npt.NDArray[np.float64]:
+    """The click model's chance that a shopper looks at positions 1..``positions``."""
+    return np.asarray(1.0 / np.arange(1, positions + 1) ** _EXAMINATION_POWER, dtype=np.float64)
+
+
+def click_outcomes(
+    grade: IntArray, rng: np.random.Generator
+) -> tuple[IntArray, IntArray, IntArray]:
+    """The position-based click model: clicked / added-to-cart / purchased flags for
+    ranked results of hidden ``grade`` (0 Irrelevant, 1 Partial, 2 Exact), one row per
+    search, column = position - 1. A shopper examines position p with probability
+    ``p ** -0.8`` and clicks an examined result by its grade's attractiveness."""
+    seen = examination(grade.shape[1])
+    clicked = rng.random(grade.shape) < seen * _ATTRACTIVENESS[grade]
     carted = clicked & (rng.random(grade.shape) < _P_CART_GIVEN_CLICK[grade])
     purchased = carted & (rng.random(grade.shape) < _P_PURCHASE_GIVEN_CART[grade])
-    return (
-        products,
-        clicked.astype(np.int64),
-        carted.astype(np.int64),
-        purchased.astype(np.int64),
-    )
+    return clicked.astype(np.int64), carted.astype(np.int64), purchased.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class StoreTruth:
+    """The hidden ground truth of the store ``generate`` draws with the same arguments:
+    what each query means and how relevant each product is to it."""
+
+    catalog: _Catalog
+    queries: _Queries
+    deleted: npt.NDArray[np.bool_]
+
+    @property
+    def training_queries(self) -> int:
+        """How many queries shoppers search (the golden ones are not searched)."""
+        return self.queries.n_train
+
+    def sample_queries(self, rng: np.random.Generator, n: int) -> IntArray:
+        """``n`` query indices drawn by popularity, as the generator's shoppers draw them."""
+        return rng.choice(self.queries.n_train, size=n, p=self.queries.popularity)
+
+    def text(self, query: int) -> str:
+        """What shoppers type for query ``query``."""
+        return self.queries.texts[query]
+
+    def grades(self, query: int, product_ids: Sequence[int]) -> IntArray:
+        """2 Exact / 1 Partial / 0 Irrelevant of each product for the query; a product the
+        hidden catalog does not hold (added by the change feed) counts as Irrelevant."""
+        ids = np.asarray(product_ids, dtype=np.int64)
+        known = (ids >= 0) & (ids < self.catalog.size_of_catalog)
+        wanted = {k: v[query] for k, v in self.queries.columns.items()}
+        out = np.zeros(ids.shape, dtype=np.int64)
+        if known.any():
+            out[known] = _grades(self.catalog, ids[known], wanted)
+        return out
+
+    def ideal_dcg(self, query: int, k: int = 10) -> float:
+        """The best DCG@k any ranking of the listed (not deleted) catalog reaches."""
+        listed = np.flatnonzero(~self.deleted)
+        best = np.sort(self.grades(query, listed.tolist()))[::-1][:k]
+        return float(((2.0**best - 1) / np.log2(np.arange(2, best.size + 2))).sum())
+
+
+def store_truth(products: int = 2000, seed: int = 42, searches: int | None = None) -> StoreTruth:
+    """The ground truth behind ``generate(out, products, seed, searches=searches)``."""
+    _validate(products, seed, (), searches)
+    n_searches = default_searches(products) if searches is None else searches
+    streams = _Streams(seed)
+    catalog = _build_catalog(products, streams.numpy("catalog"), False)
+    plan = _plan_changes(catalog, streams.numpy("changes"))
+    queries = _build_queries(catalog, plan.deleted, n_searches, streams)
+    return StoreTruth(catalog=catalog, queries=queries, deleted=plan.deleted)
 
 
 def _write_search_log(

@@ -373,6 +373,49 @@ def test_a_tampered_index_is_refused_and_the_old_pair_keeps_serving(served: Serv
     served.wait_for(lambda body: body["refused"] is None and _serving(serving)(body), "pair a")
 
 
+def test_simulated_shoppers_search_click_and_are_judged_on_the_hidden_truth(
+    served: Served,
+) -> None:
+    """The tiny store is generate(products=120, seed=11, searches=1500): conftest's TINY_*."""
+    found = subprocess.run(
+        [
+            CLI,
+            "simulate",
+            "--sessions",
+            "25",
+            "--url",
+            served.url,
+            "--products",
+            "120",
+            "--seed",
+            "11",
+            "--searches",
+            "1500",
+            "--json",
+        ],
+        env={**os.environ, "SHELFGUARD_HOME": str(served.home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert found.returncode == 0, found.stderr
+    summary = json.loads(found.stdout)
+    assert summary["sessions"] == 25 and summary["errors"] == 0
+    assert summary["searches"] >= 25 and summary["impressions"] == 10 * summary["searches"]
+    assert summary["clicks"] > 0
+    (serving,) = summary["by_index"]  # one pair answered them all
+    assert serving == served.pairs["a"].index_sha256
+    assert 0.0 <= summary["true_ndcg@10"] <= 1.0
+    refused = subprocess.run(
+        [CLI, "simulate", "--sessions", "1", "--url", "http://10.0.0.1:8080"],
+        env={**os.environ, "SHELFGUARD_HOME": str(served.home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "loopback" in refused.stderr, refused.stderr
+
+
 def test_served_searches_and_clicks_land_as_a_batch(served: Served) -> None:
     with httpx.Client(timeout=30) as client:
         shown = []

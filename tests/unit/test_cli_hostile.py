@@ -99,6 +99,13 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["search", "oak"], 2),
         (["ui", "--port", "0"], 2),
         (["ui", "--port", "70000"], 2),
+        (["serve", "--port", "0"], 2),
+        (["serve", "--workers", "0"], 2),
+        (["serve", "--click-window", "-1"], 2),
+        (["simulate", "--sessions", "0"], 2),
+        (["simulate", "--sessions", "5", "--url", "http://10.0.0.1:8080"], 2),
+        (["simulate", "--sessions", "5", "--url", "file:///etc/passwd"], 2),
+        (["simulate", "--sessions", "5", "--products", "-5"], 2),
         (["completion", "powershell"], 2),
         # verify takes no argument that could be hostile: on a fresh home it says OK.
         (["verify"], 0),
