@@ -541,7 +541,7 @@ class Bench:
         self,
         label: str,
         stage: str,
-        size: int,
+        row_size: int,
         to_row: Callable[[Result], Row],
         *,
         export: int | None = None,
@@ -558,7 +558,8 @@ class Bench:
                 export=True,
             )
         result = self.child(label, stage, **kwargs)
-        self.add([failed_row(stage, size, "see the log")] if result is None else [to_row(result)])
+        failed = [failed_row(stage, row_size, "see the log")]
+        self.add(failed if result is None else [to_row(result)])
 
     def wants(self, *names: str) -> bool:
         return any(name in self.stages for name in names)
