@@ -1567,11 +1567,13 @@ class StoreTruth:
             out[known] = _grades(self.catalog, ids[known], wanted)
         return out
 
-    def ideal_dcg(self, query: int, k: int = 10) -> float:
-        """The best DCG@k any ranking of the listed (not deleted) catalog reaches."""
+    def judgements(self, query: int) -> dict[int, int]:
+        """Every listed (not deleted) product with a gain for the query -> its grade: the
+        complete judgements the served rankings are scored against."""
         listed = np.flatnonzero(~self.deleted)
-        best = np.sort(self.grades(query, listed.tolist()))[::-1][:k]
-        return float(((2.0**best - 1) / np.log2(np.arange(2, best.size + 2))).sum())
+        grades = self.grades(query, listed.tolist())
+        relevant = grades > 0
+        return dict(zip(listed[relevant].tolist(), grades[relevant].tolist(), strict=True))
 
 
 def store_truth(products: int = 2000, seed: int = 42, searches: int | None = None) -> StoreTruth:

@@ -9,6 +9,7 @@ import pytest
 
 from shelfguard.generator import click_outcomes, examination, generate, store_truth
 from shelfguard.serving.shoppers import SimulationError, check_loopback
+from shelfguard_train.evaluate import ndcg_at_k
 
 GRADE = {"Exact": 2, "Partial": 1, "Irrelevant": 0}
 
@@ -39,14 +40,14 @@ def test_the_truth_is_the_one_the_generated_store_was_drawn_from(tmp_path: Path)
     assert drawn.max() < truth.training_queries
 
 
-def test_the_ideal_ranking_bounds_every_ranking(tmp_path: Path) -> None:
+def test_the_judgements_are_complete_so_only_an_ideal_ranking_scores_one() -> None:
     truth = store_truth(300, 7, 800)
     query = 3
     listed = np.flatnonzero(~truth.deleted)
     best = listed[np.argsort(-truth.grades(query, listed.tolist()), kind="stable")][:10]
-    grades = truth.grades(query, best.tolist())
-    dcg = float(((2.0**grades - 1) / np.log2(np.arange(2, 12))).sum())
-    assert dcg == pytest.approx(truth.ideal_dcg(query))
+    judged = truth.judgements(query)
+    assert judged and set(judged.values()) <= {1, 2}
+    assert ndcg_at_k(best.tolist(), judged, 10) == pytest.approx(1.0)
     assert truth.grades(query, [10_000_000])[0] == 0  # not in the hidden catalog
 
 

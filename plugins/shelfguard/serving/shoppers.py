@@ -15,6 +15,7 @@ timeout, and the run stops after ``sessions`` sessions.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from shelfguard.generator import StoreTruth, click_outcomes, examination
+from shelfguard_train.evaluate import ndcg_at_k
 
 __all__ = ["MAX_SESSIONS", "PairTraffic", "SimulationError", "check_loopback", "simulate"]
 
@@ -51,10 +53,6 @@ def check_loopback(url: str) -> str:
             "shoppers are for testing a local service"
         )
     return url.rstrip("/")
-
-
-def _dcg(grades: np.ndarray) -> float:
-    return float(((2.0**grades - 1) / np.log2(np.arange(2, grades.size + 2))).sum())
 
 
 @dataclass
@@ -92,6 +90,22 @@ class Simulation:
     sessions: int = 0
     by_pair: dict[str, PairTraffic] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: Each searched query's complete judgements, computed once.
+    judged: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
+
+    def send(self, what: str, expected: int, request: Callable[[], Any]) -> Any | None:
+        """The response of ``request()``, or None with the failure recorded."""
+        import httpx
+
+        try:
+            answer = request()
+        except httpx.HTTPError as exc:
+            self.errors.append(f"{what}: {exc!r}")
+            return None
+        if answer.status_code != expected:
+            self.errors.append(f"{what}: {answer.status_code} {answer.text[:200]}")
+            return None
+        return answer
 
     def to_dict(self) -> dict[str, Any]:
         total = PairTraffic()
@@ -145,29 +159,27 @@ def _shop(
     rng: np.random.Generator,
     result: Simulation,
 ) -> None:
-    import httpx
-
-    try:
-        answer = client.get(
+    answer = result.send(
+        "search",
+        200,
+        lambda: client.get(
             "/search", params={"q": truth.text(query), "k": K, "session": session, "user": user}
-        )
-    except httpx.HTTPError as exc:
-        result.errors.append(f"search: {exc!r}")
-        return
-    if answer.status_code != 200:
-        result.errors.append(f"search: {answer.status_code} {answer.text[:200]}")
+        ),
+    )
+    if answer is None:
         return
     body = answer.json()
     hits = [int(h["product_id"]) for h in body["hits"]]
     traffic = result.by_pair.setdefault(str(body["index_sha256"]), PairTraffic())
-    grades = truth.grades(query, hits)
-    ideal = truth.ideal_dcg(query, K)
+    if query not in result.judged:
+        result.judged[query] = truth.judgements(query)
     traffic.searches += 1
     traffic.impressions += len(hits)
-    traffic.true_ndcg_sum += _dcg(grades) / ideal if ideal > 0 else 0.0
+    # The evaluation gate's own nDCG@10, on the complete hidden judgements.
+    traffic.true_ndcg_sum += ndcg_at_k(hits, result.judged[query], K) or 0.0
     if not hits:
         return
-    clicked, carted, purchased = click_outcomes(grades[None, :], rng)
+    clicked, carted, purchased = click_outcomes(truth.grades(query, hits)[None, :], rng)
     traffic.expected_clicks += float(examination(len(hits)).sum())
     for position in np.flatnonzero(clicked[0]).tolist():
         click = {
@@ -177,14 +189,8 @@ def _shop(
             "added_to_cart": bool(carted[0, position]),
             "purchased": bool(purchased[0, position]),
         }
-        try:
-            sent = client.post("/click", json=click)
-        except httpx.HTTPError as exc:
-            result.errors.append(f"click: {exc!r}")
-            continue
-        if sent.status_code != 202:
-            result.errors.append(f"click: {sent.status_code} {sent.text[:200]}")
-            continue
-        traffic.clicks += 1
-        traffic.carts += int(carted[0, position])
-        traffic.purchases += int(purchased[0, position])
+        sent = result.send("click", 202, functools.partial(client.post, "/click", json=click))
+        if sent is not None:
+            traffic.clicks += 1
+            traffic.carts += int(carted[0, position])
+            traffic.purchases += int(purchased[0, position])
