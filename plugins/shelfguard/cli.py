@@ -1067,7 +1067,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    log_dir = options.log_dir or str(settings.landing_dir / "served")
+    log_dir = options.log_folder(settings)
     out.print(
         f"serving search on http://{args.host}:{args.port} (docs at /docs), "
         f"{args.workers} worker(s), following the champion in {settings.ledger_url}; "

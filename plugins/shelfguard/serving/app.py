@@ -67,6 +67,10 @@ class ServeOptions:
     log_dir: str | None = None
     alias: str = "champion"
 
+    def log_folder(self, settings: Settings) -> Path:
+        """Where the delivery folders go: ``log_dir``, else ``<landing folder>/served``."""
+        return Path(self.log_dir) if self.log_dir else settings.landing_dir / "served"
+
     def to_env(self) -> str:
         """The options as the JSON a worker process reads from :data:`OPTIONS_ENV`."""
         return json.dumps(asdict(self))
@@ -221,7 +225,7 @@ class _Service:
             device=options.device,
         )
         self.served = ServedLog(
-            Path(options.log_dir) if options.log_dir else settings.landing_dir / "served",
+            options.log_folder(settings),
             click_window=options.click_window,
             rotate_seconds=options.rotate_seconds,
         )
