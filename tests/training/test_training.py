@@ -250,3 +250,13 @@ def test_the_saved_model_loads_and_keeps_its_sequence_length(
 def test_missing_base_model_is_a_config_error(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model folder not found"):
         train(config_for(tiny_data, tmp_path / "no-model", tmp_path / "out"))
+
+
+def test_asking_for_cuda_without_a_gpu_is_refused_in_one_line() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(ConfigError, match="^device is 'cuda' but no CUDA device is available$"):
+        resolve_runtime("cuda")
+    assert resolve_runtime("auto").device == "cpu"
