@@ -40,6 +40,7 @@ from airflow.sdk import Param, dag, task
 
 from shelfguard import tasks
 from shelfguard.assets import MARTS
+from shelfguard.config import task_retry_delay
 from shelfguard.cosmos_dbt import dbt_task_group
 from shelfguard.launch import training_operator
 from shelfguard.operators import GateOperator, approval_operator
@@ -53,7 +54,11 @@ REFRESH = "ti.xcom_pull(task_ids='prepare_index_refresh')"
     catchup=False,
     max_active_runs=1,
     tags=["shelfguard", "catalog", "ingest", "dbt", "quality"],
-    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "data-engineering",
+        "retries": 1,
+        "retry_delay": task_retry_delay(timedelta(minutes=1)),
+    },
     params={
         "source": Param(
             None,

@@ -40,6 +40,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 
 from shelfguard import tasks
 from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
+from shelfguard.config import task_retry_delay
 from shelfguard.launch import training_operator
 from shelfguard.operators import GateOperator, approval_operator
 
@@ -57,7 +58,11 @@ INDEXING = "ti.xcom_pull(task_ids='prepare_index')"
     catchup=False,
     max_active_runs=1,
     tags=["shelfguard", "model", "training", "evaluation"],
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={
+        "owner": "ml-platform",
+        "retries": 1,
+        "retry_delay": task_retry_delay(timedelta(minutes=2)),
+    },
     params={
         "train": Param({}, type="object", description='TrainConfig overrides, e.g. {"epochs": 2}.')
     },

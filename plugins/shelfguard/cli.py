@@ -93,6 +93,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
                 defects=defects,
                 searches=args.searches,
                 progress=progress,
+                week=args.week,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
@@ -943,11 +944,13 @@ def demo_queries(data_dir: Path, n: int = 3) -> list[str]:
     return list(chosen.values())
 
 
-def _demo_seed(settings: Settings, seed: int) -> int:
-    """The first demo uses ``seed``; each later one in the same home is next week's data."""
-    if settings.home.joinpath("demo-data").is_dir():
-        return seed + len(list(settings.home.joinpath("demo-data").glob("seed-*")))
-    return seed
+def _demo_week(settings: Settings, seed: int) -> tuple[int, Path]:
+    """The week of the store of ``seed`` this demo lands: 1, then one more each time it
+    runs in the same home; and its folder."""
+    folder = settings.home / "demo-data" / f"seed-{seed}"
+    landed = [p for p in folder.glob("week-*") if p.name.removeprefix("week-").isdigit()]
+    week = 1 + max((int(p.name.removeprefix("week-")) for p in landed), default=0)
+    return week, folder / f"week-{week}"
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -955,18 +958,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from shelfguard.generator import generate
 
     settings.ensure_dirs()
-    seed = _demo_seed(settings, args.seed)
-    data_dir = settings.home / "demo-data" / f"seed-{seed}"
+    week, data_dir = _demo_week(settings, args.seed)
     before = status_payload(settings, limit=1)["champion"]
     out.rule("shelfguard demo (embedded: SQLite Airflow, DuckDB warehouse, SQLite ledger)")
     out.print(f"home: {settings.home}")
     if before:
         out.print(
             f"a champion exists (v{before['version']}, run {before['run_id']}): this demo lands "
-            f"next week's data (seed {seed}) and the new model is judged against it"
+            f"week {week} of the same store (seed {args.seed}): last week's catalog with its "
+            "change feed applied, and new searches. The new model is judged against the champion"
         )
     with _progress(True) as progress:
-        result = generate(data_dir, products=args.products, seed=seed, progress=progress)
+        result = generate(
+            data_dir, products=args.products, seed=args.seed, progress=progress, week=week
+        )
     out.print(
         f"1. generated {result.rows['product']:,} products, {result.rows['query']:,} golden queries,"
         f" {result.rows['label']:,} judgements, {result.rows['search_log']:,} search impressions"
@@ -1101,7 +1106,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         url = check_loopback(args.url)
         try:
-            truth = store_truth(args.products, args.seed, args.searches)
+            truth = store_truth(args.products, args.seed, args.searches, week=args.week)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         with _progress(not args.json) as update:
@@ -1201,6 +1206,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     gen.add_argument("--searches", type=int, default=None, help="searches in the behaviour log")
     gen.add_argument("--defects", default="", help="comma-separated defect names to inject")
+    gen.add_argument(
+        "--week",
+        type=int,
+        default=1,
+        help="week N of the store of this seed: week N-1 with its change feed applied, "
+        "new searches whose ids never repeat (default 1)",
+    )
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     gen.set_defaults(func=cmd_generate)
 
@@ -1389,6 +1401,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=42, help="the store's generate --seed (default 42)"
     )
     simulate.add_argument("--searches", type=int, help="the store's generate --searches")
+    simulate.add_argument(
+        "--week", type=int, default=1, help="the store's generate --week (default 1)"
+    )
     simulate.add_argument(
         "--shopper-seed", type=int, default=0, help="seed of the shoppers' choices (default 0)"
     )

@@ -15,6 +15,7 @@ production is a matter of settings, never of code.
 | ``SHELFGUARD_APPROVAL_BACKEND`` | ``ledger`` | how a required approval is asked: ``ledger``
   (``shelfguard approve`` / ``reject``) or ``hitl`` (Airflow's ApprovalOperator) |
 | ``SHELFGUARD_LANDING_DIR`` | ``$HOME/landing`` | where ``catalog_refresh`` looks for files |
+| ``SHELFGUARD_TASK_RETRY_SECONDS`` | per DAG (60 / 120) | wait before a failed task's one retry |
 
 Kubernetes (``SHELFGUARD_TRAINING_BACKEND=kubernetes``) reads ``SHELFGUARD_K8S_*``:
 see :class:`KubernetesSettings`.
@@ -26,6 +27,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,15 @@ def _json_setting(env: Mapping[str, str], name: str, kind: type, default: Any) -
     if not isinstance(value, kind):
         raise SettingsError(f"{name} must be a JSON {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def task_retry_delay(default: timedelta, env: Mapping[str, str] | None = None) -> timedelta:
+    """How long a failed task waits for its retry: ``SHELFGUARD_TASK_RETRY_SECONDS``
+    (seconds, 0 or more) when set, else the DAG's ``default``. Read when a DAG file is
+    parsed; raises :class:`SettingsError` for a value that is not a whole number."""
+    env = os.environ if env is None else env
+    seconds = _int_setting(env, "SHELFGUARD_TASK_RETRY_SECONDS", -1)
+    return default if seconds < 0 else timedelta(seconds=seconds)
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int) -> int:

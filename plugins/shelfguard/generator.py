@@ -586,6 +586,7 @@ def generate(
     defects: Sequence[str] = (),
     searches: int | None = None,
     progress: ProgressCallback | None = None,
+    week: int = 1,
 ) -> GenerateResult:
     """Write the five store files into ``out_dir`` and return what was written.
 
@@ -593,20 +594,29 @@ def generate(
     ``searches`` searches of ten impressions each go to the log (default:
     ``default_searches(products)``). ``defects`` names entries of ``DEFECTS`` to inject.
     ``progress(stage, done, total)`` is called about every 10,000 rows, ``stage`` being a
-    key of ``FILES``. Same arguments, same bytes. Raises ``ValueError`` for bad arguments.
+    key of ``FILES``. ``week`` N > 1 writes the same store N - 1 weeks later
+    (``shelfguard.store_weeks``: the earlier weeks' change feeds applied, ids that never
+    repeat an earlier week's). Same arguments, same bytes. Raises ``ValueError`` for bad
+    arguments.
     """
+    from shelfguard import store_weeks
+
     chosen = _validate(products, seed, defects, searches)
+    store_weeks.validate_week(week, chosen)
     n_searches = default_searches(products) if searches is None else searches
     report: ProgressCallback = progress if progress is not None else _ignore_progress
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {key: out / name for key, name in FILES.items()}
+    if week > 1:
+        written = store_weeks.write_week(files, products, seed, n_searches, week, report)
+        return GenerateResult(out_dir=out, files=files, rows=written, defects=())
 
     streams = _Streams(seed)
     catalog = _build_catalog(products, streams.numpy("catalog"), "category_shift" in chosen)
     plan = _plan_changes(catalog, streams.numpy("changes"))
     queries = _build_queries(catalog, plan.deleted, n_searches, streams)
-    window_start = datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=seed % 61)
+    window_start = first_window(seed)
 
     rows: dict[str, int] = {}
     rows["product"], captured = _write_products(
@@ -619,11 +629,17 @@ def generate(
     rows["search_log"] = _write_search_log(
         files["search_log"], catalog, queries, n_searches, window_start, chosen, streams, report
     )
+    feed, feed_rng = _draw_feed(plan, captured, catalog.size_of_catalog, streams)
     rows["catalog_changes"] = _write_changes(
-        files["catalog_changes"], catalog, plan, captured, window_start + _SEARCH_WINDOW, streams
+        files["catalog_changes"], feed, feed_rng, window_start + _SEARCH_WINDOW
     )
     report("catalog_changes", rows["catalog_changes"], rows["catalog_changes"])
     return GenerateResult(out_dir=out, files=files, rows=rows, defects=chosen)
+
+
+def first_window(seed: int) -> datetime:
+    """When week 1's searches of the store drawn from ``seed`` begin."""
+    return datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=seed % 61)
 
 
 def _ignore_progress(stage: str, done: int, total: int) -> None:
@@ -669,15 +685,21 @@ class _Streams:
     silently replay the same numbers in two places.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, week: int = 1) -> None:
         self._seed = seed
+        self._week = week
         self._issued: set[tuple[str, int]] = set()
 
     def _child(self, name: str, kind: int) -> np.random.SeedSequence:
         if (name, kind) in self._issued:
             raise RuntimeError(f"random stream {name!r} requested twice")
         self._issued.add((name, kind))
-        return np.random.SeedSequence(self._seed, spawn_key=(_STREAMS.index(name), kind))
+        key: tuple[int, ...] = (_STREAMS.index(name), kind)
+        # Week 1 keeps the keys it always had (same seed, same bytes); later weeks draw
+        # from streams of their own.
+        if self._week > 1:
+            key = (*key, self._week)
+        return np.random.SeedSequence(self._seed, spawn_key=key)
 
     def numpy(self, name: str) -> np.random.Generator:
         return np.random.default_rng(self._child(name, 0))
@@ -808,7 +830,11 @@ def _draw_attributes(n: int, rng: np.random.Generator, shifted: bool) -> _Attrib
 
 
 def _build_catalog(n: int, rng: np.random.Generator, shifted: bool) -> _Catalog:
-    attrs = _draw_attributes(n, rng, shifted)
+    return _catalog_of(_draw_attributes(n, rng, shifted))
+
+
+def _catalog_of(attrs: _Attributes) -> _Catalog:
+    """The catalog of products 0..n-1 holding ``attrs``, grouped by class."""
     cls = attrs.cls.astype(np.int16)
     count = np.bincount(cls, minlength=len(_CLASSES)).astype(np.int64)
     return _Catalog(
@@ -1262,15 +1288,7 @@ def _build_queries(
     popularity = 1.0 / (rank + 1.0) ** _ZIPF_EXPONENT
 
     all_intents = intents + golden_intents
-    pool = np.zeros((len(all_intents), _EXACT_POOL), dtype=np.int64)
-    count = np.zeros(len(all_intents), dtype=np.int64)
-    for q, intent in enumerate(all_intents):
-        members = catalog.members(intent.cls)
-        exact = members[_exact_mask(catalog, members, intent)]
-        if exact.size > _EXACT_POOL:
-            exact = rng.choice(exact, size=_EXACT_POOL, replace=False)
-        pool[q, : exact.size] = exact
-        count[q] = exact.size
+    pool, count = _exact_pools(catalog, all_intents, rng)
     return _Queries(
         texts=texts + golden_texts,
         intents=all_intents,
@@ -1280,6 +1298,22 @@ def _build_queries(
         exact_pool=pool,
         exact_count=count,
     )
+
+
+def _exact_pools(
+    catalog: _Catalog, intents: Sequence[_Intent], rng: np.random.Generator
+) -> tuple[IntArray, IntArray]:
+    """Up to ``_EXACT_POOL`` Exact products of each intent, and how many there are."""
+    pool = np.zeros((len(intents), _EXACT_POOL), dtype=np.int64)
+    count = np.zeros(len(intents), dtype=np.int64)
+    for q, intent in enumerate(intents):
+        members = catalog.members(intent.cls)
+        exact = members[_exact_mask(catalog, members, intent)]
+        if exact.size > _EXACT_POOL:
+            exact = rng.choice(exact, size=_EXACT_POOL, replace=False)
+        pool[q, : exact.size] = exact
+        count[q] = exact.size
+    return pool, count
 
 
 def _write_queries(path: Path, queries: _Queries) -> int:
@@ -1415,7 +1449,7 @@ def _plan_searches(
     queries: _Queries, n_searches: int, chosen: tuple[str, ...], streams: _Streams
 ) -> tuple[_SearchPlan, int]:
     rng = streams.numpy("searches")
-    n_users = max(50, n_searches // 6)
+    n_users = _shoppers(n_searches)
     sizes = rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1], size=n_searches)
     session = np.repeat(np.arange(n_searches), sizes)[:n_searches]
     n_sessions = int(session[-1]) + 1
@@ -1440,6 +1474,11 @@ def _plan_searches(
     order = np.lexsort((np.arange(n_searches), at))
     plan = _SearchPlan(query=query[order], user=user[order], session=session[order], at=at[order])
     return plan, n_users
+
+
+def _shoppers(n_searches: int) -> int:
+    """How many shoppers (user ids) make ``n_searches`` searches."""
+    return max(50, n_searches // 6)
 
 
 def _user_columns(n_users: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -1576,10 +1615,18 @@ class StoreTruth:
         return dict(zip(listed[relevant].tolist(), grades[relevant].tolist(), strict=True))
 
 
-def store_truth(products: int = 2000, seed: int = 42, searches: int | None = None) -> StoreTruth:
-    """The ground truth behind ``generate(out, products, seed, searches=searches)``."""
+def store_truth(
+    products: int = 2000, seed: int = 42, searches: int | None = None, week: int = 1
+) -> StoreTruth:
+    """The ground truth behind ``generate(out, products, seed, searches=searches,
+    week=week)``."""
+    from shelfguard import store_weeks
+
     _validate(products, seed, (), searches)
+    store_weeks.validate_week(week, ())
     n_searches = default_searches(products) if searches is None else searches
+    if week > 1:
+        return store_weeks.truth_of_week(products, seed, n_searches, week)
     streams = _Streams(seed)
     catalog = _build_catalog(products, streams.numpy("catalog"), False)
     plan = _plan_changes(catalog, streams.numpy("changes"))
@@ -1596,9 +1643,17 @@ def _write_search_log(
     chosen: tuple[str, ...],
     streams: _Streams,
     report: ProgressCallback,
+    later_week: _LaterWeek | None = None,
 ) -> int:
+    """Stream search_log.csv. ``later_week`` places a later week's searches after the
+    earlier weeks' (ids, sessions, the same shoppers) on a catalog of its listed products."""
     plan, n_users = _plan_searches(queries, n_searches, chosen, streams)
-    user_ids, emails = _user_columns(n_users, streams.numpy("users"))
+    if later_week is None:
+        user_ids, emails = _user_columns(n_users, streams.numpy("users"))
+        first_search = first_session = 0
+    else:
+        user_ids, emails = later_week.users
+        first_search, first_session = later_week.first_search, later_week.first_session
     rng = streams.numpy("clicks")
     ragged = "ragged_rows" in chosen
     ragged_rng = streams.numpy("ragged_search_log")
@@ -1611,9 +1666,11 @@ def _write_search_log(
             end = min(n_searches, begin + _SEARCH_CHUNK)
             q = plan.query[begin:end]
             products, clicked, carted, purchased = _simulate(catalog, queries, q, rng)
+            if later_week is not None:
+                products = later_week.product_ids[products]
             stamps = np.datetime_as_string(base + plan.at[begin:end], unit="s").tolist()
             prefixes = [
-                f"{begin + k + 1}\ts{session:07d}\t{user_ids[user]}\t{emails[user]}\t{stamp}Z\t"
+                f"{first_search + begin + k + 1}\ts{first_session + session:07d}\t{user_ids[user]}\t{emails[user]}\t{stamp}Z\t"
                 f"{queries.texts[query]}\t"
                 for k, (session, user, stamp, query) in enumerate(
                     zip(
@@ -1632,6 +1689,16 @@ def _write_search_log(
             written += len(lines)
             report("search_log", end * _IMPRESSIONS_PER_SEARCH, total)
     return written
+
+
+@dataclass(frozen=True)
+class _LaterWeek:
+    """Where a later week's search log continues the earlier weeks'."""
+
+    first_search: int  # searches (and sessions) of the earlier weeks
+    first_session: int
+    users: tuple[list[str], list[str]]  # the store's shoppers: ids and e-mails
+    product_ids: IntArray  # the week's catalog index -> product id
 
 
 def _impression_lines(
@@ -1688,46 +1755,71 @@ def _updated_fields(fields: list[str], rnd: random.Random) -> list[str]:
     return out
 
 
-def _write_changes(
-    path: Path,
-    catalog: _Catalog,
-    plan: _ChangePlan,
-    captured: dict[int, list[str]],
-    feed_start: datetime,
-    streams: _Streams,
-) -> int:
+@dataclass(frozen=True)
+class _Feed:
+    """A week's change feed: edited rows, new products (hidden and as rows), deletions."""
+
+    updated: dict[int, list[str]]  # product id -> its edited product.csv fields
+    added: _Attributes  # hidden attributes of the new products, ids first_new, ...
+    added_fields: list[list[str]]
+    deleted: list[int]
+
+    @property
+    def entries(self) -> list[tuple[str, list[str]]]:
+        upserts = [*self.updated.values(), *self.added_fields]
+        empty = [""] * (len(PRODUCT_COLUMNS) - 1)
+        return [("upsert", f) for f in upserts] + [
+            ("delete", [str(p), *empty]) for p in self.deleted
+        ]
+
+
+def _attribute_row(attrs: _Attributes, k: int, product_id: int) -> _ProductRow:
+    return _ProductRow(
+        product_id,
+        int(attrs.cls[k]),
+        int(attrs.color[k]),
+        int(attrs.material[k]),
+        int(attrs.size[k]),
+        int(attrs.brand[k]),
+        int(attrs.style[k]),
+        int(attrs.model[k]),
+        float(attrs.price[k]),
+        int(attrs.rating_count[k]),
+        float(attrs.average_rating[k]),
+        int(attrs.review_count[k]),
+    )
+
+
+def _draw_feed(
+    plan: _ChangePlan, captured: dict[int, list[str]], first_new: int, streams: _Streams
+) -> tuple[_Feed, np.random.Generator]:
+    """Draw the feed's edits and new products; return the stream that orders and stamps it."""
     rng = streams.numpy("feed")
     rnd = streams.python("feed")
-    n = catalog.size_of_catalog
-    entries: list[tuple[str, list[str]]] = []
-    for product_id in plan.updated.tolist():
-        entries.append(("upsert", _updated_fields(captured[product_id], rnd)))
+    updated = {pid: _updated_fields(captured[pid], rnd) for pid in plan.updated.tolist()}
     fresh = _draw_attributes(plan.new_products, rng, shifted=False)
-    for k in range(plan.new_products):
-        row = _ProductRow(
-            n + k,
-            int(fresh.cls[k]),
-            int(fresh.color[k]),
-            int(fresh.material[k]),
-            int(fresh.size[k]),
-            int(fresh.brand[k]),
-            int(fresh.style[k]),
-            int(fresh.model[k]),
-            float(fresh.price[k]),
-            int(fresh.rating_count[k]),
-            float(fresh.average_rating[k]),
-            int(fresh.review_count[k]),
-        )
-        entries.append(("upsert", _product_fields(row, rnd)))
-    for product_id in plan.deleted_ids.tolist():
-        entries.append(("delete", [str(product_id)] + [""] * (len(PRODUCT_COLUMNS) - 1)))
+    added_fields = [
+        _product_fields(_attribute_row(fresh, k, first_new + k), rnd)
+        for k in range(plan.new_products)
+    ]
+    feed = _Feed(updated, fresh, added_fields, plan.deleted_ids.tolist())
+    return feed, rng
 
+
+def _write_changes(
+    path: Path,
+    feed: _Feed,
+    rng: np.random.Generator,
+    feed_start: datetime,
+    first_change: int = 0,
+) -> int:
+    entries = feed.entries
     order = rng.permutation(len(entries))
     offsets = np.sort(rng.integers(0, int(_CHANGE_WINDOW.total_seconds()), size=len(entries)))
     base = np.datetime64(feed_start.replace(tzinfo=None), "s")
     stamps = np.datetime_as_string(base + offsets, unit="s").tolist()
     lines = [
-        "\t".join([str(change_id + 1), f"{stamp}Z", entries[e][0], *entries[e][1]])
+        "\t".join([str(first_change + change_id + 1), f"{stamp}Z", entries[e][0], *entries[e][1]])
         for change_id, (e, stamp) in enumerate(zip(order.tolist(), stamps, strict=True))
     ]
     with _atomic_writer(path) as handle:

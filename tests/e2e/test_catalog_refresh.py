@@ -178,3 +178,41 @@ def _duplicated_ids(product_file: Path) -> set[str]:
         key = line.split(b"\t", 1)[0].decode()
         (duplicated if key in seen else seen).add(key)
     return duplicated
+
+
+def test_next_week_of_the_same_store_lands_after_the_first(
+    clean_home: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Week 2 of seed 11 on the home that published week 1: its searches add to week 1's
+    (no id collides), and the catalog published is week 2's (week 1's with its change
+    feed applied) with the change feed delivered with it applied."""
+    home, _ = clean_home
+    week2 = generate(tmp_path / "week-2", products=PRODUCTS, seed=11, week=2)
+    code, outcome = refresh(home, week2.out_dir)
+    assert (code, outcome["outcome"]) == (0, "OK"), outcome
+    week1 = generate(tmp_path / "week-1", products=PRODUCTS, seed=11)
+    searches = {
+        line.split(b"\t", 1)[0]
+        for result in (week1, week2)
+        for line in result.files["search_log"].read_bytes().split(b"\n")[1:]
+        if line
+    }
+    listed = {
+        int(line.split(b"\t", 1)[0])
+        for line in week2.files["product"].read_bytes().split(b"\n")[1:]
+        if line
+    }
+    for line in week2.files["catalog_changes"].read_bytes().split(b"\n")[1:]:
+        if line:
+            _, _, op, product_id = line.split(b"\t")[:4]
+            (listed.discard if op == b"delete" else listed.add)(int(product_id))
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        (logged,) = con.execute("select count(distinct search_id) from raw.search_log").fetchone()
+        products = {
+            r[0]
+            for r in con.execute(
+                "select product_id from marts.dim_products where is_active"
+            ).fetchall()
+        }
+    assert logged == len(searches)
+    assert products == listed

@@ -8,7 +8,7 @@ and the server is crash-restarted (``pg_ctl restart -m immediate``) as soon as t
 has recorded its training-data verdict (the training data is being prepared, then the
 model trained) and again as soon as it has recorded its evaluation verdict (the index
 is built next, then approval and promotion). A task that meets the server while it
-restarts fails, and Airflow runs it again (the DAG's ``retries``).
+restarts fails, and Airflow runs it again (the DAG's one retry, after 5 s here).
 
 What must hold: the run ends PROMOTED, or FAILED (never RUNNING, never half-promoted);
 the ledger's hash chain verifies; the champion is the run's own pair if and only if the
@@ -101,7 +101,10 @@ def test_a_retraining_run_through_two_crash_restarts_of_the_ledger_s_server(
     policy = _open_policy(tmp_path / "governance.yml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHELFGUARD_", "AIRFLOW"))}
     env.update(
-        SHELFGUARD_HOME=str(home), SHELFGUARD_LEDGER_URL=ledger_url, SHELFGUARD_POLICY=str(policy)
+        SHELFGUARD_HOME=str(home),
+        SHELFGUARD_LEDGER_URL=ledger_url,
+        SHELFGUARD_POLICY=str(policy),
+        SHELFGUARD_TASK_RETRY_SECONDS="5",  # the DAG's own delay is 2 minutes
     )
 
     def cli(*args: str) -> tuple[int, dict[str, Any]]:

@@ -257,6 +257,6 @@ def test_asking_for_cuda_without_a_gpu_is_refused_in_one_line() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    with pytest.raises(ConfigError, match="^device is 'cuda' but no CUDA device is available$"):
+    with pytest.raises(ConfigError, match=r"^device is 'cuda' but no CUDA device is available$"):
         resolve_runtime("cuda")
     assert resolve_runtime("auto").device == "cpu"

@@ -66,6 +66,8 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["generate", "--out", str(a_file)], 2),
         (["generate", "--out", str(tmp / "g"), "--products", "-5"], 2),
         (["generate", "--out", str(tmp / "g"), "--defects", "no_such_defect"], 2),
+        (["generate", "--out", str(tmp / "g"), "--week", "0"], 2),
+        (["generate", "--out", str(tmp / "g"), "--week", "2", "--defects", "empty_names"], 2),
         (["ingest", "--source", str(tmp / "missing")], 2),
         (["ingest", "--source", str(a_file)], 2),
         (["ingest", "--source", str(linked)], 2),
@@ -106,6 +108,7 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["simulate", "--sessions", "5", "--url", "http://10.0.0.1:8080"], 2),
         (["simulate", "--sessions", "5", "--url", "file:///etc/passwd"], 2),
         (["simulate", "--sessions", "5", "--products", "-5"], 2),
+        (["simulate", "--sessions", "5", "--week", "-1"], 2),
         (["completion", "powershell"], 2),
         # verify takes no argument that could be hostile: on a fresh home it says OK.
         (["verify"], 0),

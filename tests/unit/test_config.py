@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from shelfguard.config import SettingsError, load_settings
+from shelfguard.config import SettingsError, load_settings, task_retry_delay
 
 
 def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
@@ -95,3 +96,15 @@ def test_a_bare_postgresql_url_gets_the_installed_driver(tmp_path: Path) -> None
     assert settings.warehouse_url == "postgresql+psycopg2://u@db:5432/warehouse"
     assert settings.ledger_url == "postgresql+psycopg2://u@db:5432/ledger"
     assert settings.warehouse_kind == "postgresql"
+
+
+def test_the_task_retry_delay_is_the_dag_s_unless_set() -> None:
+    two_minutes = timedelta(minutes=2)
+    assert task_retry_delay(two_minutes, {}) == two_minutes
+    assert task_retry_delay(two_minutes, {"SHELFGUARD_TASK_RETRY_SECONDS": "5"}) == timedelta(
+        seconds=5
+    )
+    assert task_retry_delay(two_minutes, {"SHELFGUARD_TASK_RETRY_SECONDS": "0"}) == timedelta(0)
+    for bad in ("soon", "-3", "1.5"):
+        with pytest.raises(SettingsError, match="SHELFGUARD_TASK_RETRY_SECONDS"):
+            task_retry_delay(two_minutes, {"SHELFGUARD_TASK_RETRY_SECONDS": bad})
