@@ -1057,6 +1057,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     for name in ("poll_seconds", "click_window", "rotate_seconds"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be above 0")
+    if args.canary_share is not None and not 0 < args.canary_share <= 0.5:
+        raise UsageError(f"--canary-share must be above 0 and at most 0.5, got {args.canary_share}")
     import uvicorn
 
     from shelfguard.serving.app import OPTIONS_ENV, ServeOptions
@@ -1066,6 +1068,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         click_window=args.click_window,
         rotate_seconds=args.rotate_seconds,
         log_dir=str(Path(args.log_dir).resolve()) if args.log_dir else None,
+        canary_share=args.canary_share,
     )
     os.environ[OPTIONS_ENV] = options.to_env()
     # The workers share the cores: each encodes on its share of them.
@@ -1088,6 +1091,71 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def cmd_canary_status(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelfguard canary status``: what the running canary and the champion served, and
+    the online gate's verdict on it so far."""
+    from shelfguard import canary
+    from shelfguard.policy import CanaryPolicy
+    from shelfguard.policy_approval import in_force
+    from shelfguard.serving.app import ServeOptions
+
+    folder = Path(args.log_dir) if args.log_dir else ServeOptions().log_folder(settings)
+    ledger = _ledger(settings)
+    try:
+        found = in_force(ledger)
+        policy = found.policy.canary if found is not None else CanaryPolicy()
+        try:
+            evidence = canary.evidence(ledger, folder, policy)
+        except canary.CanaryError as exc:
+            raise UsageError(str(exc)) from exc
+    finally:
+        ledger.dispose()
+    verdict = canary.judge(evidence, policy)
+    arms = {
+        name: {
+            "model_sha256": pair[0],
+            "index_sha256": pair[1],
+            "sessions": arm.sessions,
+            "searches": arm.searches,
+            "impressions": arm.impressions,
+            "clicks": arm.clicks,
+            policy.metric: round(arm.value, 6),
+        }
+        for name, arm, pair in (
+            ("champion", evidence.champion, evidence.champion_pair),
+            ("challenger", evidence.challenger, evidence.challenger_pair),
+        )
+    }
+    payload = {
+        "arms": arms,
+        "decided": verdict.decided,
+        "passed": verdict.passed,
+        "difference": round(verdict.difference, 6),
+        "lower_bound": None if not verdict.decided else round(verdict.lower, 6),
+        "reason": verdict.reason,
+    }
+    if args.json:
+        out.print_json(json.dumps(payload))
+        return 0
+    table = Table(title=f"canary: {policy.metric} by the pair that answered ({folder})")
+    for column in ("arm", "model", "index", "sessions", "searches", "impressions", policy.metric):
+        table.add_column(column)
+    for name, arm in arms.items():
+        table.add_row(
+            name,
+            str(arm["model_sha256"])[:12],
+            str(arm["index_sha256"])[:12],
+            f"{arm['sessions']:,}",
+            f"{arm['searches']:,}",
+            f"{arm['impressions']:,}",
+            f"{arm[policy.metric]:.4f}",
+        )
+    out.print(table)
+    word = "undecided" if not verdict.decided else ("passes" if verdict.passed else "fails")
+    out.print(f"online gate {word}: {verdict.reason}")
     return 0
 
 
@@ -1385,7 +1453,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-dir", help="where delivery folders go (default: <landing folder>/served)"
     )
     serve.add_argument("--no-access-log", action="store_true", help="no line per request")
+    serve.add_argument(
+        "--canary-share",
+        type=float,
+        help="share of sessions a running canary answers (default: the policy in force)",
+    )
     serve.set_defaults(func=cmd_serve)
+    canary_cmd = sub.add_parser(
+        "canary", help="a challenger tried on a share of shoppers before it is champion"
+    )
+    canary_sub = canary_cmd.add_subparsers(dest="canary_command", required=True)
+    canary_status = canary_sub.add_parser(
+        "status", help="what the canary and the champion served, and the online verdict"
+    )
+    canary_status.add_argument(
+        "--log-dir", help="the service's delivery folders (default: <landing folder>/served)"
+    )
+    canary_status.add_argument("--json", action="store_true", help="print the status as JSON")
+    canary_status.set_defaults(func=cmd_canary_status)
     simulate = sub.add_parser(
         "simulate",
         help="send simulated shoppers of a generated store to a running search service",

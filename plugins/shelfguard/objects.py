@@ -111,7 +111,8 @@ def _referenced(ledger: Ledger, keep_days: float) -> set[tuple[str, str]]:
     for artifact in ledger.artifacts(kinds=OBJECT_KINDS):
         if artifact.created_at >= cutoff:
             keep.add((artifact.kind, artifact.sha256))  # within the retention window
-    for move in ledger.alias_history():  # every version a rollback may return to
+    # Every version a rollback may return to, and every pair a canary served.
+    for move in [*ledger.alias_history("champion"), *ledger.alias_history("canary")]:
         for artifact_id in (move.model_artifact_id, move.index_artifact_id):
             found = ledger.get_artifact(artifact_id)
             if found is not None:
@@ -141,7 +142,8 @@ def collect(
 ) -> Collected:
     """Remove stored models and indexes nothing references any more; record what went.
 
-    Kept: every pair the ``champion`` alias ever pointed at (rollback may return to any),
+    Kept: every pair the ``champion`` alias ever pointed at (rollback may return to any)
+    and every pair the ``canary`` alias did,
     the models and indexes of runs still running (a pending approval among them), and
     everything registered within the last ``keep_days`` days. The ledger keeps its
     artifact rows (the evidence), and records the collection; ``dry_run`` only reports.

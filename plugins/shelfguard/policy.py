@@ -194,6 +194,17 @@ class IndexPolicy(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
+class CanaryPolicy(_Strict):
+    """How an approved challenger is tried on shoppers before it becomes champion: the
+    share of sessions it answers, and the online gate's test (docs/canary.md)."""
+
+    share: float = Field(0.1, gt=0.0, le=0.5, allow_inf_nan=False)
+    min_impressions: int = Field(5000, ge=100, le=100_000_000)
+    metric: Literal["debiased_ctr", "click_ndcg"] = "debiased_ctr"
+    max_drop: Share = 0.02
+    confidence: float = Field(0.95, ge=0.5, le=0.999, allow_inf_nan=False)
+
+
 class ApprovalPolicy(_Strict):
     """Who approves promotions and how long they have."""
 
@@ -327,6 +338,7 @@ class Policy(_Strict):
     evaluation: EvaluationPolicy = Field(default_factory=lambda: EvaluationPolicy())
     index: IndexPolicy = Field(default_factory=lambda: IndexPolicy())
     approval: ApprovalPolicy = Field(default_factory=lambda: ApprovalPolicy())
+    canary: CanaryPolicy = Field(default_factory=lambda: CanaryPolicy())
     notify: NotifyPolicy = Field(default_factory=lambda: NotifyPolicy())
     sha256: str = Field("", description="sha256 of the file's bytes; set by load_policy")
     path: str = Field("", description="where the policy was read from; set by load_policy")

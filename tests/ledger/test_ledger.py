@@ -110,7 +110,7 @@ def test_migrate_twice_is_a_no_op_and_matches_the_models(ledger: Ledger) -> None
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "compare_server_default": True}
         )
-        assert context.get_current_revision() == head == "0006"
+        assert context.get_current_revision() == head == "0007"
         assert compare_metadata(context, Base.metadata) == []
         inspector = sa.inspect(connection)
         tables = set(inspector.get_table_names())

@@ -104,6 +104,8 @@ def hostile_cases(tmp: Path) -> list[tuple[list[str], int]]:
         (["serve", "--port", "0"], 2),
         (["serve", "--workers", "0"], 2),
         (["serve", "--click-window", "-1"], 2),
+        (["serve", "--canary-share", "0.9"], 2),
+        (["canary", "status"], 2),  # no canary is running on a fresh home
         (["simulate", "--sessions", "0"], 2),
         (["simulate", "--sessions", "5", "--url", "http://10.0.0.1:8080"], 2),
         (["simulate", "--sessions", "5", "--url", "file:///etc/passwd"], 2),

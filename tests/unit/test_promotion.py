@@ -294,3 +294,32 @@ def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
     promote(ledger, policy(), run_id)
     with pytest.raises(PromotionRefused, match="no earlier version"):
         rollback(ledger, policy(), signer=signer("bob"))
+
+
+def test_a_canary_needs_a_champion_and_the_evidence_of_a_promotion(ledger: Ledger) -> None:
+    from shelfguard import canary
+
+    refresh_run(ledger)
+    first, second = retraining_run(ledger, "a"), retraining_run(ledger, "b")
+    with pytest.raises(canary.CanaryError, match="no champion yet"):
+        canary.start(ledger, policy(), first)
+    decide(ledger, policy(), first, "approved", "alice", via="cli", signer=signer("alice"))
+    promote(ledger, policy(), first)
+    with pytest.raises(canary.CanaryError, match=r"(?s)cannot be a canary.*approval: no decision"):
+        canary.start(ledger, policy(), second)
+    with pytest.raises(canary.CanaryError, match="already the champion"):
+        canary.start(ledger, policy(), first)
+    decide(ledger, policy(), second, "approved", "bob", via="cli", signer=signer("bob"))
+    started = canary.start(ledger, policy(), second)
+    assert (started.name, started.model.sha256, started.index.sha256) == ("canary", "m-b", "i-b")
+    assert ledger.get_alias("champion").model.sha256 == "m-a"  # type: ignore[union-attr]
+
+    ended = canary.end(ledger, by="policy", reason="the online gate: challenger lost")
+    assert ended is not None and (ended.model.sha256, ended.index.sha256) == ("m-a", "i-a")
+    assert [(m.action, m.moved_by) for m in ledger.alias_history("canary")] == [
+        ("canary_start", "bob"),
+        ("canary_end", "policy"),
+    ]
+    # Ending again changes nothing; the chain holds every move.
+    assert canary.end(ledger, by="policy", reason="again").version == ended.version  # type: ignore[union-attr]
+    assert ledger.verify().ok

@@ -147,3 +147,67 @@ def test_fields_that_would_break_the_layout_are_refused(tmp_path: Path) -> None:
     log = ServedLog(tmp_path / "served")
     with pytest.raises(ValueError, match="tab or a line break"):
         log.impression("a", session_id="s", user_id="u", query="oak\tdesk", product_ids=[1])
+
+
+def test_each_delivery_says_which_pair_answered_each_search(tmp_path: Path) -> None:
+    from shelfguard.serving.served_log import PAIRS_FILE, served_by_pair
+
+    log = ServedLog(tmp_path / "served", click_window=60)
+    champion, canary = ("m1", "i1"), ("m2", "i2")
+    log.impression(
+        "a",
+        session_id="s1",
+        user_id="u1",
+        query="desk",
+        product_ids=[1, 2, 3],
+        at=T0,
+        pair=champion,
+    )
+    log.impression(
+        "b",
+        session_id="s2",
+        user_id="u2",
+        query="desk",
+        product_ids=[3, 2],
+        at=T0,
+        pair=canary,
+        arm="canary",
+    )
+    log.impression(
+        "c",
+        session_id="s2",
+        user_id="u2",
+        query="sofa",
+        product_ids=[5, 6, 7],
+        at=T0,
+        pair=canary,
+        arm="canary",
+    )
+    log.click("c", product_id=7, position=3)
+    part = log.rotate(now=T0 + timedelta(minutes=5))
+    assert part is not None
+    lines = (part.folder / PAIRS_FILE).read_text(encoding="utf-8").splitlines()
+    assert lines == [
+        "search_id\tarm\tmodel_sha256\tindex_sha256",
+        "a\tchampion\tm1\ti1",
+        "b\tcanary\tm2\ti2",
+        "c\tcanary\tm2\ti2",
+    ]
+    grouped = served_by_pair(tmp_path / "served")
+    assert [(s.session_id, s.clicks) for s in grouped[champion]] == [("s1", (0, 0, 0))]
+    assert sorted((s.session_id, s.clicks) for s in grouped[canary]) == [
+        ("s2", (0, 0)),
+        ("s2", (0, 0, 1)),
+    ]
+
+
+def test_a_removed_folder_is_made_again_and_nothing_after_it_is_lost(tmp_path: Path) -> None:
+    import shutil
+
+    log = ServedLog(tmp_path / "served", click_window=60)
+    serve(log, "a", [1, 2])
+    shutil.rmtree(tmp_path / "served")  # an operator cleaning up under the running service
+    serve(log, "b", [3, 4])
+    part = log.rotate(now=T0 + timedelta(minutes=5))
+    assert part is not None
+    assert [r["search_id"] for r in rows(part.folder)] == ["b", "b"]

@@ -23,7 +23,7 @@ OUTCOMES = ("RUNNING", "OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED", "ABAND
 GATE_STATUSES = ("pass", "fail", "warn")
 DECISIONS = ("approved", "rejected")
 APPROVAL_CHANNELS = ("policy", "hitl", "cli", "timeout")
-ALIAS_ACTIONS = ("promote", "rollback")
+ALIAS_ACTIONS = ("promote", "rollback", "canary_start", "canary_end")
 #: A batch's life (write-audit-publish): landed by ingest, gated by the raw-data gate,
 #: then published with the marts or blocked by a gate; a blocked batch may be purged.
 BATCH_STATES = ("landed", "gated", "published", "blocked", "purged")

@@ -4,6 +4,8 @@ Routes (OpenAPI at ``/docs``):
 
 - ``GET /search?q=&k=&session=&user=``: the ``k`` nearest products, with the champion
   version and the model and index sha256 that answered, and a ``search_id`` to click on;
+  while a canary runs, a share of sessions is answered by the canary pair instead
+  (``served_by``; see ``shelfguard.serving.routing``);
 - ``POST /click``: a shopper clicked (added to cart, bought) one of a search's results;
 - ``GET /healthz``: the process is up; ``GET /readyz``: a verified pair is loaded (503
   until then), with what is served, what was refused and why, and the served log.
@@ -40,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from shelfguard.config import Settings, load_settings
 from shelfguard.serving.pairs import ChampionFollower, LoadedPair
+from shelfguard.serving.routing import CANARY, Router
 from shelfguard.serving.served_log import Refused, ServedLog
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ class ServeOptions:
     #: Where rotated delivery folders go (default: ``<landing folder>/served``).
     log_dir: str | None = None
     alias: str = "champion"
+    #: The canary's share of sessions; None: the policy in force (``canary.share``).
+    canary_share: float | None = None
 
     def log_folder(self, settings: Settings) -> Path:
         """Where the delivery folders go: ``log_dir``, else ``<landing folder>/served``."""
@@ -98,7 +103,8 @@ class SearchAnswer(BaseModel):
     search_id: str = Field(description="pass it to POST /click")
     query: str
     k: int
-    champion_version: int
+    served_by: str = Field(description="champion, or canary for a canary's share of sessions")
+    champion_version: int = Field(description="the version of the alias that answered")
     model_sha256: str
     index_sha256: str
     hits: list[Hit]
@@ -120,34 +126,29 @@ class Problem(BaseModel):
     detail: str
 
 
-class _NotReady(Exception):
-    pass
-
-
 @dataclass
 class _Job:
     query: str
     k: int
-    future: asyncio.Future[tuple[LoadedPair, list[Any]]]
+    pair: LoadedPair
+    future: asyncio.Future[list[Any]]
 
 
 class Batcher:
-    """Answers queued searches in batches, each batch from the one pair it read."""
+    """Answers queued searches in batches; each search is answered by the pair it was
+    given (read once, when it was routed), searches of one pair in one call."""
 
-    def __init__(self, follower: ChampionFollower, max_batch: int) -> None:
-        self.follower = follower
+    def __init__(self, max_batch: int) -> None:
         self.max_batch = max_batch
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.batches = 0
         self.answered = 0
         self.busy_seconds = 0.0  # inside the encoder and the ANN search
 
-    async def search(self, query: str, k: int) -> tuple[LoadedPair, list[Any]]:
-        """The pair that answered and its hits, once the batch holding this query ran."""
-        future: asyncio.Future[tuple[LoadedPair, list[Any]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self.queue.put_nowait(_Job(query, k, future))
+    async def search(self, query: str, k: int, pair: LoadedPair) -> list[Any]:
+        """The hits of ``pair`` for ``query``, once the batch holding this query ran."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Job(query, k, pair, future))
         return await future
 
     async def run(self) -> None:
@@ -156,28 +157,31 @@ class Batcher:
             jobs = [await self.queue.get()]
             while len(jobs) < self.max_batch and not self.queue.empty():
                 jobs.append(self.queue.get_nowait())
-            pair = self.follower.current  # read once: the whole batch uses this pair
-            if pair is None:
-                for job in jobs:
-                    job.future.set_exception(_NotReady())
-                continue
-            started = time.perf_counter()
-            try:
-                answers = await asyncio.to_thread(
-                    pair.searcher.search_many, [job.query for job in jobs], max(j.k for j in jobs)
-                )
-            except Exception as exc:  # answer every waiting request, then go on
-                log.exception("a search batch failed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            self.busy_seconds += time.perf_counter() - started
-            self.batches += 1
-            self.answered += len(jobs)
-            for job, hits in zip(jobs, answers, strict=True):
-                if not job.future.done():  # the client may have gone
-                    job.future.set_result((pair, hits[: job.k]))
+            by_pair: dict[int, list[_Job]] = {}
+            for job in jobs:
+                by_pair.setdefault(id(job.pair), []).append(job)
+            for group in by_pair.values():
+                await self._answer(group[0].pair, group)
+
+    async def _answer(self, pair: LoadedPair, jobs: list[_Job]) -> None:
+        """One encoder call and one index search for the searches given ``pair``."""
+        started = time.perf_counter()
+        try:
+            answers = await asyncio.to_thread(
+                pair.searcher.search_many, [job.query for job in jobs], max(j.k for j in jobs)
+            )
+        except Exception as exc:  # answer every waiting request, then go on
+            log.exception("a search batch failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        self.busy_seconds += time.perf_counter() - started
+        self.batches += 1
+        self.answered += len(jobs)
+        for job, hits in zip(jobs, answers, strict=True):
+            if not job.future.done():  # the client may have gone
+                job.future.set_result(hits[: job.k])
 
 
 def _one_line(exc: RequestValidationError) -> str:
@@ -217,19 +221,24 @@ class _Service:
     """One worker's parts: the follower, the batcher and the served log."""
 
     def __init__(self, settings: Settings, options: ServeOptions) -> None:
-        self.follower = ChampionFollower(
-            settings,
-            alias=options.alias,
-            poll_seconds=options.poll_seconds,
-            retry_seconds=options.retry_seconds,
-            device=options.device,
+        champion, canary = (
+            ChampionFollower(
+                settings,
+                alias=alias,
+                poll_seconds=options.poll_seconds,
+                retry_seconds=options.retry_seconds,
+                device=options.device,
+            )
+            for alias in (options.alias, CANARY)
         )
+        self.follower = champion
+        self.router = Router(champion, canary, options.canary_share, settings)
         self.served = ServedLog(
             options.log_folder(settings),
             click_window=options.click_window,
             rotate_seconds=options.rotate_seconds,
         )
-        self.batcher = Batcher(self.follower, options.max_batch)
+        self.batcher = Batcher(options.max_batch)
         self._tick = min(5.0, options.rotate_seconds)
         self._stop_rotating = threading.Event()
 
@@ -244,7 +253,8 @@ class _Service:
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         """Follow the alias, answer batches and rotate the log while the app runs."""
-        self.follower.start()
+        for follower in self.router.followers():
+            follower.start()
         consumer = asyncio.create_task(self.batcher.run(), name="search-batcher")
         rotator = threading.Thread(
             target=self._rotate_forever, name="served-log-rotation", daemon=True
@@ -258,7 +268,8 @@ class _Service:
                 await consumer
             self._stop_rotating.set()
             rotator.join(timeout=10)
-            self.follower.stop()
+            for follower in self.router.followers():
+                follower.stop()
             try:  # what was served is written out, whatever clicks come later
                 self.served.rotate(everything=True)
             except Exception:
@@ -290,12 +301,10 @@ async def search(
     query = _normalised_query(q)
     session_id = _pseudonymous(session, "session", "anonymous")
     user_id = _pseudonymous(user, "user", "anonymous")
-    if service.follower.current is None:
+    arm, pair = service.router.choose(session_id)
+    if pair is None:
         return JSONResponse({"detail": _NOT_READY}, status_code=503)
-    try:
-        pair, hits = await service.batcher.search(query, k)
-    except _NotReady:
-        return JSONResponse({"detail": _NOT_READY}, status_code=503)
+    hits = await service.batcher.search(query, k, pair)
     search_id = uuid.uuid4().hex
     await asyncio.to_thread(
         service.served.impression,
@@ -304,11 +313,14 @@ async def search(
         user_id=user_id,
         query=query,
         product_ids=[hit.product_id for hit in hits],
+        pair=(pair.model_sha256, pair.index_sha256),
+        arm=arm,
     )
     return {
         "search_id": search_id,
         "query": query,
         "k": k,
+        "served_by": arm,
         "champion_version": pair.version,
         "model_sha256": pair.model_sha256,
         "index_sha256": pair.index_sha256,
@@ -350,9 +362,13 @@ async def readyz(service: Annotated[_Service, Depends(_service)]) -> JSONRespons
     """Ready once a verified pair is loaded; what is served, what was refused and why."""
     follower, served = service.follower, service.served
     current = follower.current
+    canary = service.router.active_canary()
     body = {
         "ready": current is not None,
         "serving": None if current is None else current.describe(),
+        "canary": None
+        if canary is None
+        else {**canary.describe(), "share": service.router.share()},
         "refused": None if follower.refusal is None else follower.refusal.describe(),
         "ledger_error": follower.last_error,
         "swaps": follower.swaps,

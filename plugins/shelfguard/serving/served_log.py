@@ -46,12 +46,24 @@ from pathlib import Path
 from typing import Any
 
 from shelfguard.generator import SEARCH_LOG_COLUMNS
+from shelfguard.online import ServedSearch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PART_PREFIX", "SPOOL", "Refused", "RotatedPart", "ServedLog"]
+__all__ = [
+    "PAIRS_FILE",
+    "PART_PREFIX",
+    "SPOOL",
+    "Refused",
+    "RotatedPart",
+    "ServedLog",
+    "served_by_pair",
+]
 
 SPOOL = ".spool"
+#: Beside each delivery's search_log.csv: the arm and pair that answered each search.
+PAIRS_FILE = "served_pairs.csv"
+PAIRS_COLUMNS = ("search_id", "arm", "model_sha256", "index_sha256")
 JOURNAL = "journal.jsonl"
 PART_PREFIX = "served-"
 #: How many recent searches each worker remembers to check a click against.
@@ -187,7 +199,12 @@ class ServedLog:
 
     @contextmanager
     def _flock(self, mode: int) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the folder was removed under the service: make it again
+            log.warning("the served log's folder %s was removed; making it again", self.spool)
+            self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, mode)
             yield
@@ -215,8 +232,11 @@ class ServedLog:
         query: str,
         product_ids: Sequence[int],
         at: datetime | None = None,
+        pair: tuple[str, str] = ("", ""),
+        arm: str = "champion",
     ) -> None:
-        """Record that ``product_ids`` were shown, in this order, for one search."""
+        """Record that ``product_ids`` were shown, in this order, for one search, by the
+        ``pair`` (model and index sha256) of ``arm`` (``champion`` or ``canary``)."""
         when = (at or datetime.now(UTC)).astimezone(UTC)
         self._append(
             {
@@ -227,6 +247,9 @@ class ServedLog:
                 "at": when.strftime(_STAMP),
                 "q": _clean(query, "query"),
                 "p": [int(p) for p in product_ids],
+                "arm": arm,
+                "m": pair[0],
+                "i": pair[1],
             }
         )
         with self._recent_lock:
@@ -350,6 +373,20 @@ class ServedLog:
                     impressions += 1
             handle.flush()
             os.fsync(handle.fileno())
+        # Which pair answered each search (the canary's evidence); ingestion reads only
+        # the files a batch is made of, so this one stays beside them.
+        with open(tmp / PAIRS_FILE, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write("\t".join(PAIRS_COLUMNS) + "\n")
+            for sid in ordered:
+                record = searches[sid]
+                arm, model, index = (
+                    record.get("arm", "champion"),
+                    record.get("m", ""),
+                    record.get("i", ""),
+                )
+                handle.write(f"{sid}\t{arm}\t{model}\t{index}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         summary = {
             "written_by": "shelfguard serve",
             "written_at": now.strftime(_STAMP),
@@ -391,3 +428,34 @@ class ServedLog:
                 return sum(1 for _ in handle)
         except FileNotFoundError:
             return 0
+
+
+def served_by_pair(folder: Path) -> dict[tuple[str, str], list[ServedSearch]]:
+    """Every search the delivery folders under ``folder`` hold, grouped by the (model,
+    index) sha256 pair that answered it, with its session and clicks by position.
+
+    Deliveries written before pairs were recorded have no ``served_pairs.csv`` and are
+    skipped: nothing there says which pair answered.
+    """
+    grouped: dict[tuple[str, str], list[ServedSearch]] = {}
+    for part in sorted(p for p in folder.glob(f"{PART_PREFIX}*") if p.is_dir()):
+        pairs_path = part / PAIRS_FILE
+        if not pairs_path.is_file():
+            continue
+        answered: dict[str, tuple[str, str]] = {}
+        for line in pairs_path.read_text(encoding="utf-8").splitlines()[1:]:
+            sid, _, model, index = line.split("\t")
+            answered[sid] = (model, index)
+        sessions: dict[str, str] = {}
+        clicks: dict[str, list[int]] = {}
+        for line in (part / "search_log.csv").read_text(encoding="utf-8").splitlines()[1:]:
+            fields = line.split("\t")
+            sid, position, clicked = fields[0], int(fields[7]), int(fields[8])
+            sessions[sid] = fields[1]
+            shown = clicks.setdefault(sid, [])
+            shown.extend([0] * (position - len(shown)))
+            shown[position - 1] = clicked
+        for sid, pair in answered.items():
+            if sid in clicks:
+                grouped.setdefault(pair, []).append(ServedSearch(sessions[sid], tuple(clicks[sid])))
+    return grouped
