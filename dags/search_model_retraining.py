@@ -25,14 +25,20 @@ weekly), and lets the new model through only when it is measurably good.
 9. **approval** — by policy (`auto`, embedded development only) or a person
    (`shelfguard approve`, or Airflow's Required Actions with the `hitl`
    backend); no answer before the timeout is a rejection.
-10. **promote** re-reads the ledger (never task states) and moves the champion
+10. **canary** (when `governance.yml → canary.required` and a champion exists)
+   serves the approved pair to a share of shopping sessions; **online_gate** waits in
+   the triggerer (no worker slot) for its impressions, then compares it with the
+   champion on what shoppers did (docs/canary.md): a loser is taken out of the canary
+   and the run ends BLOCKED at `online`.
+11. **promote** re-reads the ledger (never task states) and moves the champion
    alias to (model, index) in one transaction.
-11. **finalize** records the outcome (PROMOTED, BLOCKED, REJECTED or FAILED) and
+12. **finalize** records the outcome (PROMOTED, BLOCKED, REJECTED or FAILED) and
    writes the governance report.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
@@ -42,11 +48,13 @@ from shelfguard import tasks
 from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
 from shelfguard.config import task_retry_delay
 from shelfguard.launch import training_operator
-from shelfguard.operators import GateOperator, approval_operator
+from shelfguard.operators import GateOperator, OnlineGateOperator, approval_operator
 
 PREPARED = "ti.xcom_pull(task_ids='prepare_training')"
 REGISTERED = "ti.xcom_pull(task_ids='register_model')"
 INDEXING = "ti.xcom_pull(task_ids='prepare_index')"
+#: How often the online gate's trigger counts the canary's impressions.
+ONLINE_POLL_SECONDS = float(os.environ.get("SHELFGUARD_ONLINE_POLL_SECONDS", "30"))
 
 
 @dag(
@@ -94,6 +102,10 @@ def search_model_retraining() -> None:
         return tasks.index_gate(context)
 
     @task(retries=0)
+    def canary(**context: object) -> dict[str, object]:
+        return tasks.start_canary(context)
+
+    @task(retries=0)
     def promote(**context: object) -> dict[str, object]:
         return tasks.promote(context)
 
@@ -130,7 +142,8 @@ def search_model_retraining() -> None:
     gate = GateOperator(task_id="training_data_gate", gate="training_data")
     start() >> gate >> prepare_training() >> train >> register_model() >> evaluate
     evaluate >> evaluation_gate() >> prepare_index() >> embed >> index_gate() >> approval
-    approval >> promote() >> finalize()
+    online = OnlineGateOperator(task_id="online_gate", retries=0, poll_seconds=ONLINE_POLL_SECONDS)
+    approval >> canary() >> online >> promote() >> finalize()
 
 
 search_model_retraining()

@@ -20,14 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from shelfguard.config import Settings
 from shelfguard.ledger import AliasRecord, Ledger
 from shelfguard.online import Arm, OnlineVerdict, arm_of, compare
 from shelfguard.policy import CanaryPolicy, Policy
-from shelfguard.promotion import ALIAS, PromotionRefused, check_promotion
+from shelfguard.promotion import ALIAS, PromotionRefused, check_promotion, online_subject
 from shelfguard.serving.routing import CANARY
 from shelfguard.serving.served_log import served_by_pair
 
-__all__ = ["CanaryError", "Evidence", "end", "evidence", "judge", "start"]
+__all__ = ["GATE", "CanaryError", "Evidence", "end", "evidence", "judge", "record", "start"]
+
+GATE = "online"
 
 
 class CanaryError(RuntimeError):
@@ -45,7 +48,7 @@ def start(ledger: Ledger, policy: Policy, run_id: str) -> AliasRecord:
     if champion is None:
         raise CanaryError("no champion yet: a first model is promoted without a canary")
     try:
-        candidate = check_promotion(ledger, policy, run_id)
+        candidate = check_promotion(ledger, policy, run_id, online=False)
     except PromotionRefused as exc:
         raise CanaryError(f"run {run_id} cannot be a canary: {exc}") from exc
     if (candidate.model.sha256, candidate.index.sha256) == _pair(champion):
@@ -93,12 +96,18 @@ class Evidence:
     challenger_pair: tuple[str, str]
 
 
+def served_folder(settings: Settings) -> Path:
+    """Where the search service writes its deliveries by default (``<landing>/served``)."""
+    return settings.landing_dir / "served"
+
+
 def evidence(ledger: Ledger, served_folder: Path, policy: CanaryPolicy) -> Evidence:
-    """Both arms of the running canary, from the delivery folders under ``served_folder``."""
+    """Both arms of the running canary, from the delivery folders under ``served_folder``:
+    the searches made since the canary started, so both arms cover the same period."""
     canary, champion = ledger.get_alias(CANARY), ledger.get_alias(ALIAS)
     if canary is None or champion is None or _pair(canary) == _pair(champion):
         raise CanaryError("no canary is running: the canary alias is not on a challenger pair")
-    served = served_by_pair(served_folder)
+    served = served_by_pair(served_folder, since=canary.updated_at)  # while it ran
     return Evidence(
         champion=arm_of("champion", served.get(_pair(champion), []), policy.metric),
         challenger=arm_of("challenger", served.get(_pair(canary), []), policy.metric),
@@ -117,3 +126,39 @@ def judge(found: Evidence, policy: CanaryPolicy) -> OnlineVerdict:
         confidence=policy.confidence,
         min_impressions=policy.min_impressions,
     )
+
+
+def record(
+    ledger: Ledger,
+    run_id: str,
+    found: Evidence,
+    verdict: OnlineVerdict,
+    policy: CanaryPolicy,
+    *,
+    timed_out: bool = False,
+) -> str:
+    """Record the online gate's verdict on the challenger's pair in the ledger, like every
+    gate's; a gate that timed out waiting for impressions fails. Returns the status."""
+    checks = verdict.checks(found.champion, found.challenger, policy.min_impressions)
+    if timed_out:
+        checks[0]["comment"] += f"; waited {policy.max_wait_minutes} minutes"
+    status = "pass" if verdict.decided and verdict.passed else "fail"
+    metrics = {
+        arm.name: {
+            "sessions": arm.sessions,
+            "searches": arm.searches,
+            "impressions": arm.impressions,
+            "clicks": arm.clicks,
+            policy.metric: round(arm.value, 6),
+        }
+        for arm in (found.champion, found.challenger)
+    }
+    ledger.record_gate(
+        run_id,
+        GATE,
+        status,
+        subject=online_subject(*found.challenger_pair),
+        checks=checks,
+        metrics={**metrics, "champion_pair": list(found.champion_pair)},
+    )
+    return status

@@ -220,3 +220,77 @@ def approval_operator(task_id: str, *, index_refresh: bool = False, **kwargs: An
     if load_settings().approval_backend == "hitl" and not index_refresh:
         return hitl_operator(task_id, **kwargs)
     return LedgerApprovalOperator(task_id=task_id, index_refresh=index_refresh, **kwargs)
+
+
+class OnlineGateOperator(BaseOperator):
+    """The online gate: waits for the canary's impressions in the triggerer (no worker
+    slot held), then compares the challenger with the champion on what shoppers did.
+
+    Runs only while this run's pair is the canary (see ``start_canary``); otherwise it
+    says why and passes the run on. A challenger that loses (or a canary that gathered
+    too few impressions by ``canary.max_wait_minutes``) is taken out of the canary, the
+    verdict is recorded as the gate ``online``, and the run ends BLOCKED there.
+    """
+
+    ui_color = "#fdf1dc"
+
+    def __init__(self, *, poll_seconds: float = 30.0, **kwargs: Any) -> None:
+        """``poll_seconds``: how often the trigger counts the served impressions."""
+        super().__init__(**kwargs)
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Defer until the canary has its impressions, or pass when no canary runs."""
+        import time
+
+        from shelfguard import canary
+        from shelfguard.canary_wait import CanaryTrigger
+        from shelfguard.config import load_settings
+        from shelfguard.promotion import ALIAS
+        from shelfguard.serving.routing import CANARY
+
+        ledger, policy, run_id = _context_run(context)
+        running, champion = ledger.get_alias(CANARY), ledger.get_alias(ALIAS)
+        if running is None or champion is None or running.run_id != run_id:
+            self.log.info("no canary of this run is serving: the online gate does not apply")
+            return {"online": "not applicable"}
+        pairs = [
+            [champion.model.sha256, champion.index.sha256],
+            [running.model.sha256, running.index.sha256],
+        ]
+        folder = str(canary.served_folder(load_settings()))
+        self.log.info(
+            "waiting for %d impressions of each pair in %s (canary on %.0f%% of sessions)",
+            policy.canary.min_impressions,
+            folder,
+            100 * policy.canary.share,
+        )
+        self.defer(
+            trigger=CanaryTrigger(
+                folder=folder,
+                pairs=pairs,
+                min_impressions=policy.canary.min_impressions,
+                deadline=time.time() + 60 * policy.canary.max_wait_minutes,
+                since=running.updated_at.isoformat(),
+                poll_seconds=self.poll_seconds,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Judge the evidence the canary gathered; record it; block a losing challenger."""
+        from shelfguard import canary
+        from shelfguard.config import load_settings
+
+        ledger, policy, run_id = _context_run(context)
+        folder = canary.served_folder(load_settings())
+        found = canary.evidence(ledger, folder, policy.canary)
+        verdict = canary.judge(found, policy.canary)
+        status = canary.record(
+            ledger, run_id, found, verdict, policy.canary, timed_out=not event.get("ready")
+        )
+        self.log.info("online gate %s: %s", status, verdict.reason)
+        if status == "fail":
+            canary.end(ledger, by="policy", reason=f"online gate failed: {verdict.reason}")
+            raise AirflowFailException(f"online gate blocked the challenger: {verdict.reason}")
+        return {"online": status, "difference": verdict.difference, "lower": verdict.lower}

@@ -198,11 +198,16 @@ class CanaryPolicy(_Strict):
     """How an approved challenger is tried on shoppers before it becomes champion: the
     share of sessions it answers, and the online gate's test (docs/canary.md)."""
 
+    #: A challenger becomes champion only after passing the online gate (when there is a
+    #: champion to compare with: a first model is promoted without a canary).
+    required: bool = False
     share: float = Field(0.1, gt=0.0, le=0.5, allow_inf_nan=False)
     min_impressions: int = Field(5000, ge=100, le=100_000_000)
     metric: Literal["debiased_ctr", "click_ndcg"] = "debiased_ctr"
     max_drop: Share = 0.02
     confidence: float = Field(0.95, ge=0.5, le=0.999, allow_inf_nan=False)
+    #: Fewer impressions than ``min_impressions`` by then: the online gate fails (closed).
+    max_wait_minutes: int = Field(1440, ge=1, le=60 * 24 * 60)
 
 
 class ApprovalPolicy(_Strict):

@@ -158,6 +158,11 @@ def _signature_problems(approval: ApprovalRecord, policy: Policy) -> list[str]:
     return [] if problem is None else [f"approval: {approval.decided_by}'s signature: {problem}"]
 
 
+def online_subject(model_sha256: str, index_sha256: str) -> str:
+    """What the online gate judges: a (model, index) pair as shoppers met it."""
+    return f"pair:{model_sha256}:{index_sha256}"
+
+
 def _gate_problems(
     ledger: Ledger,
     policy: Policy,
@@ -165,11 +170,15 @@ def _gate_problems(
     snapshot: str | None,
     model_sha: str | None,
     index_sha: str | None,
+    online: bool = True,
 ) -> list[str]:
     """Every required gate without a passing verdict for the exact artifacts."""
     missing = []
     sources = _source_runs(ledger, snapshot) if snapshot else []
-    for gate in policy.required_gates:
+    gates: list[str] = list(policy.required_gates)
+    if online and policy.canary.required and ledger.get_alias(ALIAS) is not None:
+        gates.append("online")  # a canary is required: the challenger met shoppers first
+    for gate in gates:
         if gate == "training_data":
             ok = bool(sources)
             subject = f"data:{snapshot or NONE}"
@@ -179,17 +188,16 @@ def _gate_problems(
         elif gate == "index":
             subject = f"index:{index_sha or NONE}"
             ok = bool(index_sha) and _passed(ledger, gate, subject)
+        elif gate == "online":
+            subject = online_subject(model_sha or NONE, index_sha or NONE)
+            ok = bool(model_sha and index_sha) and _passed(ledger, gate, subject)
         else:
             subject = f"the runs that gated data:{snapshot or NONE}"
             ok = _data_gate_passed(ledger, gate, [run_id, *sources])
         if not ok:
             missing.append(f"gate {gate}: no passing verdict for {subject}")
     failed_here = sorted(
-        {
-            g.gate
-            for g in ledger.gate_results(run_id)
-            if g.status == "fail" and g.gate in policy.required_gates
-        }
+        {g.gate for g in ledger.gate_results(run_id) if g.status == "fail" and g.gate in gates}
     )
     missing.extend(f"gate {gate}: failed in this run" for gate in failed_here)
     return missing
@@ -214,10 +222,14 @@ def _artifact_problems(
     return missing
 
 
-def check_promotion(ledger: Ledger, policy: Policy, run_id: str) -> Candidate:
+def check_promotion(
+    ledger: Ledger, policy: Policy, run_id: str, *, online: bool = True
+) -> Candidate:
     """Everything promotion needs for ``run_id``, or :class:`PromotionRefused` listing what is missing.
 
     A ledger that fails verification (:meth:`Ledger.verify`) refuses first, naming the bad row.
+    With ``policy.canary.required`` and a champion in place, a passing online gate on the
+    pair is needed too, unless ``online`` is False (what a canary itself needs to start).
     """
     require_intact_ledger(ledger, run_id)
     run = ledger.get_run(run_id)
@@ -238,7 +250,7 @@ def check_promotion(ledger: Ledger, policy: Policy, run_id: str) -> Candidate:
     model = ledger.find_artifact("model", model_sha) if model_sha else None
     index = ledger.find_artifact("index", index_sha) if index_sha else None
     missing.extend(_artifact_problems(model, index, model_sha, index_sha))
-    missing.extend(_gate_problems(ledger, policy, run_id, snapshot, model_sha, index_sha))
+    missing.extend(_gate_problems(ledger, policy, run_id, snapshot, model_sha, index_sha, online))
     approval = (
         latest_decision(ledger, run_id, model_sha, index_sha) if model_sha and index_sha else None
     )

@@ -414,6 +414,40 @@ def index_gate(context: Mapping[str, Any]) -> dict[str, Any]:
     return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics}
 
 
+def start_canary(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Serve the approved challenger to the policy's share of sessions, when the policy
+    requires a canary and there is a champion to compare it with."""
+    from shelfguard import canary
+    from shelfguard.promotion import ALIAS
+
+    ctx = RunContext.from_airflow(context)
+    if not ctx.policy.canary.required:
+        return {"canary": "not required by the policy"}
+    if ctx.ledger.get_alias(ALIAS) is None:
+        return {"canary": "no champion yet: a first model is promoted without a canary"}
+    try:
+        alias = canary.start(ctx.ledger, ctx.policy, ctx.run_id)
+    except canary.CanaryError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return {
+        "canary": "started",
+        "share": ctx.policy.canary.share,
+        "model_sha256": alias.model.sha256,
+        "index_sha256": alias.index.sha256,
+    }
+
+
+def _end_own_canary(ledger: Ledger, run_id: str) -> None:
+    """A run that did not promote takes its pair out of the canary it started."""
+    from shelfguard import canary
+    from shelfguard.serving.routing import CANARY
+
+    run, alias = ledger.get_run(run_id), ledger.get_alias(CANARY)
+    if run is None or alias is None or alias.run_id != run_id or run.outcome == "PROMOTED":
+        return
+    canary.end(ledger, by="policy", reason=f"run {run_id} ended {run.outcome}: canary ended")
+
+
 def promote_run(ctx: RunContext) -> AliasRecord:
     """Move the champion to the run's (model, index) and say so in the run's lineage: the
     :func:`promote` task without Airflow. Raises
@@ -467,6 +501,8 @@ def finalize(context: Mapping[str, Any]) -> str:
 
         if dag_id == "catalog_refresh":
             _settle_batch(settings, ledger, run_id)
+        else:
+            _end_own_canary(ledger, run_id)
         report = write_report(settings, ledger, run_id)
         from shelfguard.lineage_events import emit_run_lineage
 

@@ -612,3 +612,107 @@ def test_catalog_refresh_reencodes_only_the_changed_products(
     after = champion(home)
     assert after["model"] == before["model"]
     assert after["index"]["sha256"] == gate["subject"].removeprefix("index:")
+
+
+def test_a_worse_challenger_is_blocked_by_the_online_gate_alone(
+    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path
+) -> None:
+    """Offline rules opened, a canary required: the tiny random model passes every offline
+    gate, meets simulated shoppers on half of the sessions while the run waits in the
+    triggerer, and the online gate blocks it; the champion stays, the canary ends."""
+    import httpx
+
+    home = store["home"]
+    before = champion(home)
+    policy = write_policy(tmp_path / "governance.yml")
+    doc = yaml.safe_load(policy.read_text())
+    doc["canary"] = {
+        "required": True,
+        "share": 0.5,
+        "min_impressions": 400,
+        "metric": "debiased_ctr",
+        "max_drop": 0.02,
+        "confidence": 0.95,
+        "max_wait_minutes": 20,
+    }
+    policy.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    put_in_force(home, policy)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        service = subprocess.Popen(
+            [
+                *(CLI, "serve", "--port", str(port), "--poll-seconds", "0.5"),
+                *("--rotate-seconds", "2", "--click-window", "1", "--no-access-log"),
+            ],
+            env=_env(home, policy),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    conf = json.dumps({"train": {"base_model": tiny_model}})
+    run = subprocess.Popen(
+        [CLI, "run", "search_model_retraining", "--json", "--conf", conf],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_env(home, policy), "SHELFGUARD_ONLINE_POLL_SECONDS": "2"},
+    )
+    try:
+        # The run's pair becomes the canary once every offline gate passed and it was
+        # approved by policy; the service picks it up.
+        deadline = time.monotonic() + 900
+        while True:
+            assert run.poll() is None, run.communicate()
+            assert service.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the canary never started"
+            try:
+                ready = httpx.get(f"{url}/readyz", timeout=5).json()
+            except httpx.HTTPError:
+                ready = {}
+            if ready.get("canary"):
+                break
+            time.sleep(1)
+        assert ready["canary"]["share"] == 0.5
+        shoppers = subprocess.run(
+            [
+                *(CLI, "simulate", "--sessions", "150", "--url", url),
+                *("--products", "600", "--seed", "5", "--json"),
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(home, policy),
+            timeout=900,
+        )
+        assert shoppers.returncode == 0, shoppers.stderr
+        true_ndcg = {
+            sha: t["true_ndcg@10"] for sha, t in json.loads(shoppers.stdout)["by_index"].items()
+        }
+        stdout, stderr = run.communicate(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=120)
+    outcome = json.loads(stdout)
+    assert (run.returncode, outcome["outcome"], outcome["blocked_gate"]) == (
+        3,
+        "BLOCKED",
+        "online",
+    ), stderr[-3000:]
+    assert champion(home) == before
+    checks = gate_checks(home, outcome["run_id"], "online")
+    assert checks == {"online.impressions": "pass", "online.debiased_ctr": "fail"}, checks
+    # The online metric and the truth agree: the champion's pair was the better one.
+    assert true_ndcg[before["index"]["sha256"]] > max(
+        v for k, v in true_ndcg.items() if k != before["index"]["sha256"]
+    ), true_ndcg
+    ledger = open_ledger(load_settings({"SHELFGUARD_HOME": str(home)}).ledger_url)
+    try:
+        moves = [(m.action, m.moved_by) for m in ledger.alias_history("canary")]
+        ended = ledger.get_alias("canary")
+    finally:
+        ledger.dispose()
+    assert moves[-2:] == [("canary_start", "policy"), ("canary_end", "policy")], moves
+    assert ended is not None and ended.index.sha256 == before["index"]["sha256"]
+    put_in_force(home, write_policy(tmp_path / "after.yml"))  # later runs need no canary

@@ -323,3 +323,29 @@ def test_a_canary_needs_a_champion_and_the_evidence_of_a_promotion(ledger: Ledge
     # Ending again changes nothing; the chain holds every move.
     assert canary.end(ledger, by="policy", reason="again").version == ended.version  # type: ignore[union-attr]
     assert ledger.verify().ok
+
+
+def test_a_required_canary_makes_promotion_wait_for_the_online_gate(ledger: Ledger) -> None:
+    text = json.dumps(
+        {
+            "version": 1,
+            "required_gates": GATES,
+            "approval": {"mode": "required", "approvers": approvers("alice", "bob")},
+            "canary": {"required": True},
+        }
+    )
+    pol = parse_policy(text.encode(), "governance.yml")
+    _TEXTS[pol.sha256] = text
+    refresh_run(ledger)
+    first, second = retraining_run(ledger, "a"), retraining_run(ledger, "b")
+    decide(ledger, pol, first, "approved", "alice", via="cli", signer=signer("alice"))
+    assert promote(ledger, pol, first).version == 1  # no champion yet: no canary needed
+    decide(ledger, pol, second, "approved", "bob", via="cli", signer=signer("bob"))
+    with pytest.raises(PromotionRefused) as refused:
+        promote(ledger, pol, second)
+    assert refused.value.missing == ["gate online: no passing verdict for pair:m-b:i-b"]
+    ledger.record_gate(second, "online", "fail", subject="pair:m-b:i-b")
+    with pytest.raises(PromotionRefused, match="gate online: failed in this run"):
+        promote(ledger, pol, second)
+    ledger.record_gate(second, "online", "pass", subject="pair:m-b:i-b")
+    assert promote(ledger, pol, second).model.sha256 == "m-b"

@@ -430,14 +430,18 @@ class ServedLog:
             return 0
 
 
-def served_by_pair(folder: Path) -> dict[tuple[str, str], list[ServedSearch]]:
-    """Every search the delivery folders under ``folder`` hold, grouped by the (model,
-    index) sha256 pair that answered it, with its session and clicks by position.
+def served_by_pair(
+    folder: Path, since: datetime | None = None
+) -> dict[tuple[str, str], list[ServedSearch]]:
+    """Every search the delivery folders under ``folder`` hold (those made at ``since``
+    or later, when given), grouped by the (model, index) sha256 pair that answered it,
+    with its session and clicks by position.
 
     Deliveries written before pairs were recorded have no ``served_pairs.csv`` and are
     skipped: nothing there says which pair answered.
     """
     grouped: dict[tuple[str, str], list[ServedSearch]] = {}
+    first = None if since is None else since.astimezone(UTC).strftime(_STAMP)
     for part in sorted(p for p in folder.glob(f"{PART_PREFIX}*") if p.is_dir()):
         pairs_path = part / PAIRS_FILE
         if not pairs_path.is_file():
@@ -451,6 +455,8 @@ def served_by_pair(folder: Path) -> dict[tuple[str, str], list[ServedSearch]]:
         for line in (part / "search_log.csv").read_text(encoding="utf-8").splitlines()[1:]:
             fields = line.split("\t")
             sid, position, clicked = fields[0], int(fields[7]), int(fields[8])
+            if first is not None and fields[4] < first:  # searched_at, ISO: compares as text
+                continue
             sessions[sid] = fields[1]
             shown = clicks.setdefault(sid, [])
             shown.extend([0] * (position - len(shown)))
