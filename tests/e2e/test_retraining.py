@@ -614,32 +614,16 @@ def test_catalog_refresh_reencodes_only_the_changed_products(
     assert after["index"]["sha256"] == gate["subject"].removeprefix("index:")
 
 
-def test_a_worse_challenger_is_blocked_by_the_online_gate_alone(
-    store: dict[str, Path], first: dict[str, Any], tiny_model: str, tmp_path: Path
-) -> None:
-    """Offline rules opened, a canary required: the tiny random model passes every offline
-    gate, meets simulated shoppers on half of the sessions while the run waits in the
-    triggerer, and the online gate blocks it; the champion stays, the canary ends."""
+def _canary_round(
+    home: Path, policy: Path, train: dict[str, Any], sessions: int, log_path: Path
+) -> tuple[int, dict[str, Any], dict[str, float]]:
+    """A retraining run under ``policy`` while ``shelfguard serve`` follows the home and
+    ``sessions`` simulated shoppers of the store shop once its canary started: the run's
+    exit code and outcome, and each served index's true nDCG@10 on the hidden truth."""
     import httpx
 
-    home = store["home"]
-    before = champion(home)
-    policy = write_policy(tmp_path / "governance.yml")
-    doc = yaml.safe_load(policy.read_text())
-    doc["canary"] = {
-        "required": True,
-        "share": 0.5,
-        "min_impressions": 400,
-        "metric": "debiased_ctr",
-        "max_drop": 0.02,
-        "confidence": 0.95,
-        "max_wait_minutes": 20,
-    }
-    policy.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    put_in_force(home, policy)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         service = subprocess.Popen(
             [
@@ -650,9 +634,8 @@ def test_a_worse_challenger_is_blocked_by_the_online_gate_alone(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    conf = json.dumps({"train": {"base_model": tiny_model}})
     run = subprocess.Popen(
-        [CLI, "run", "search_model_retraining", "--json", "--conf", conf],
+        [CLI, "run", "search_model_retraining", "--json", "--conf", json.dumps({"train": train})],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -676,37 +659,62 @@ def test_a_worse_challenger_is_blocked_by_the_online_gate_alone(
         assert ready["canary"]["share"] == 0.5
         shoppers = subprocess.run(
             [
-                *(CLI, "simulate", "--sessions", "150", "--url", url),
+                *(CLI, "simulate", "--sessions", str(sessions), "--url", url),
                 *("--products", "600", "--seed", "5", "--json"),
             ],
             capture_output=True,
             text=True,
             env=_env(home, policy),
-            timeout=900,
+            timeout=1800,
         )
         assert shoppers.returncode == 0, shoppers.stderr
-        true_ndcg = {
-            sha: t["true_ndcg@10"] for sha, t in json.loads(shoppers.stdout)["by_index"].items()
-        }
+        by_index = json.loads(shoppers.stdout)["by_index"]
         stdout, stderr = run.communicate(timeout=900)
     finally:
         if run.poll() is None:
             run.kill()
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=120)
-    outcome = json.loads(stdout)
-    assert (run.returncode, outcome["outcome"], outcome["blocked_gate"]) == (
-        3,
-        "BLOCKED",
-        "online",
-    ), stderr[-3000:]
+    assert stdout.strip(), stderr[-3000:]
+    return run.returncode, json.loads(stdout), {k: v["true_ndcg@10"] for k, v in by_index.items()}
+
+
+def test_the_online_gate_blocks_a_worse_challenger_and_passes_a_good_one(
+    store: dict[str, Path], first: dict[str, Any], tmp_path: Path
+) -> None:
+    """Offline champion rule opened, a canary required. A model trained on shuffled pairs
+    passes every offline gate, meets simulated shoppers on half of the sessions while the
+    run waits in the triggerer, and the online gate alone blocks it. A model fine-tuned
+    from the champion passes the online gate and is promoted."""
+    home = store["home"]
+    before = champion(home)
+    policy = write_policy(tmp_path / "governance.yml")
+    doc = yaml.safe_load(policy.read_text())
+    doc["canary"] = {
+        "required": True,
+        "share": 0.5,
+        "min_impressions": 6000,
+        "metric": "debiased_ctr",
+        # About 600 searches per pair: the bootstrap's 95% bound is about 0.04 wide.
+        "max_drop": 0.1,
+        "confidence": 0.95,
+        "max_wait_minutes": 30,
+    }
+    policy.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    put_in_force(home, policy)
+
+    # 1. Trained on shuffled pairs: blocked at online, by the online gate alone.
+    shuffled = {"shuffle_pairs": True, "max_pairs_per_query": 1}
+    code, outcome, true_ndcg = _canary_round(home, policy, shuffled, 1000, tmp_path / "a.log")
+    assert (code, outcome["outcome"], outcome["blocked_gate"]) == (3, "BLOCKED", "online"), outcome
     assert champion(home) == before
     checks = gate_checks(home, outcome["run_id"], "online")
     assert checks == {"online.impressions": "pass", "online.debiased_ctr": "fail"}, checks
+    offline = {g: s for g, s in gate_checks(home, outcome["run_id"], "evaluation").items()}
+    assert "fail" not in offline.values(), offline
     # The online metric and the truth agree: the champion's pair was the better one.
-    assert true_ndcg[before["index"]["sha256"]] > max(
-        v for k, v in true_ndcg.items() if k != before["index"]["sha256"]
-    ), true_ndcg
+    own = before["index"]["sha256"]
+    assert true_ndcg[own] > max(v for k, v in true_ndcg.items() if k != own), true_ndcg
     ledger = open_ledger(load_settings({"SHELFGUARD_HOME": str(home)}).ledger_url)
     try:
         moves = [(m.action, m.moved_by) for m in ledger.alias_history("canary")]
@@ -714,5 +722,25 @@ def test_a_worse_challenger_is_blocked_by_the_online_gate_alone(
     finally:
         ledger.dispose()
     assert moves[-2:] == [("canary_start", "policy"), ("canary_end", "policy")], moves
-    assert ended is not None and ended.index.sha256 == before["index"]["sha256"]
+    assert ended is not None and ended.index.sha256 == own
+
+    # 2. Week 2 of the store lands (the champion's index is refreshed with it); a model
+    # fine-tuned a little further from the champion on it is as good online: promoted.
+    week2 = generate(store["root"] / "week-2", products=600, seed=5, week=2).out_dir
+    code, landed = shelfguard(
+        home, "run", "catalog_refresh", "--source", str(week2), "--json", policy=policy
+    )
+    assert (code, landed["outcome"]) == (0, "OK"), landed
+    before = champion(home)
+    further = {"base_model": before["model"]["uri"], "learning_rate": 1e-6}
+    further["max_pairs_per_query"] = 1
+    code, outcome, true_ndcg = _canary_round(home, policy, further, 1000, tmp_path / "b.log")
+    assert (code, outcome["outcome"]) == (0, "PROMOTED"), outcome
+    assert gate_checks(home, outcome["run_id"], "online") == {
+        "online.impressions": "pass",
+        "online.debiased_ctr": "pass",
+    }
+    now = champion(home)
+    assert (now["run_id"], now["version"]) == (outcome["run_id"], before["version"] + 1)
+    print(f"online rounds: true nDCG@10 by index {true_ndcg}")
     put_in_force(home, write_policy(tmp_path / "after.yml"))  # later runs need no canary
