@@ -724,13 +724,18 @@ def test_the_online_gate_blocks_a_worse_challenger_and_passes_a_good_one(
     assert moves[-2:] == [("canary_start", "policy"), ("canary_end", "policy")], moves
     assert ended is not None and ended.index.sha256 == own
 
-    # 2. Week 2 of the store lands (the champion's index is refreshed with it); a model
-    # fine-tuned a little further from the champion on it is as good online: promoted.
+    # 2. What the service logged lands as a batch (its largest delivery: the service
+    # rotated every 2 s here), then week 2 of the store (the champion's index is
+    # refreshed with it). A model fine-tuned a little further from the champion on the
+    # published data is as good online: promoted.
+    deliveries = (home / "landing" / "served").glob("served-*")
+    served = max(deliveries, key=lambda d: (d / "search_log.csv").stat().st_size)
     week2 = generate(store["root"] / "week-2", products=600, seed=5, week=2).out_dir
-    code, landed = shelfguard(
-        home, "run", "catalog_refresh", "--source", str(week2), "--json", policy=policy
-    )
-    assert (code, landed["outcome"]) == (0, "OK"), landed
+    for source in (served, week2):
+        code, landed = shelfguard(
+            home, "run", "catalog_refresh", "--source", str(source), "--json", policy=policy
+        )
+        assert (code, landed["outcome"]) == (0, "OK"), landed
     before = champion(home)
     further = {"base_model": before["model"]["uri"], "learning_rate": 1e-6}
     further["max_pairs_per_query"] = 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -26,58 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from serving_support import Pair, named_products, register_pair
 
 from shelfguard import canary
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.policy import CanaryPolicy
 from shelfguard.serving.served_log import PAIRS_FILE, ServedLog
-from shelfguard_train.config import EmbedConfig, default_base_model
-from shelfguard_train.embed import embed
+from shelfguard_train.config import default_base_model
 
 CLI = str(Path(sys.executable).with_name("shelfguard"))
 #: The tiny store: generate(products=120, seed=11, searches=1500), conftest's TINY_*.
 TINY_PRODUCTS, TINY_SEED, TINY_SEARCHES = 120, 11, 1500
 POLICY = CanaryPolicy(min_impressions=1000, metric="debiased_ctr", max_drop=0.02)
-
-
-@dataclass(frozen=True)
-class Pair:
-    model_id: int
-    index_id: int
-    index_sha256: str
-
-
-def _catalog(tiny_data: Path, folder: Path, shuffled: bool) -> Path:
-    rows = pq.read_table(tiny_data / "products.parquet").to_pylist()
-    if shuffled:
-        texts = [row["text_to_embed"] for row in rows]
-        random.Random(3).shuffle(texts)
-        rows = [{**row, "text_to_embed": text} for row, text in zip(rows, texts, strict=True)]
-    rows = [{**row, "product_name": f"product {row['product_id']}"} for row in rows]
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), folder / "products.parquet")
-    return folder / "products.parquet"
-
-
-def _pair(ledger: Ledger, products: Path, out: Path) -> Pair:
-    model_dir = Path(default_base_model())
-    result = embed(
-        EmbedConfig(
-            model_dir=model_dir, products_path=products, output_dir=out, batch_size=32, device="cpu"
-        )
-    )
-    model = ledger.record_artifact("model", str(model_dir), result.model_sha256)
-    index = ledger.record_artifact(
-        "index",
-        str(result.index_dir),
-        result.index_sha256,
-        meta={"model_sha256": result.model_sha256},
-    )
-    return Pair(model.id, index.id, result.index_sha256)
 
 
 @dataclass
@@ -171,9 +132,18 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Iterat
     settings = load_settings({"SHELFGUARD_HOME": str(home)})
     settings.ensure_dirs()
     ledger = open_ledger(settings.ledger_url)
+    base = Path(default_base_model())
     pairs = {
-        "good": _pair(ledger, _catalog(tiny_data, root / "good", False), root / "index-good"),
-        "shuffled": _pair(ledger, _catalog(tiny_data, root / "bad", True), root / "index-bad"),
+        "good": register_pair(
+            ledger, base, named_products(tiny_data, root / "good"), root / "index-good", 32
+        ),
+        "shuffled": register_pair(
+            ledger,
+            base,
+            named_products(tiny_data, root / "bad", shuffled=True),
+            root / "index-bad",
+            32,
+        ),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHELFGUARD_", "AIRFLOW"))}
     env.update(SHELFGUARD_HOME=str(home), OMP_NUM_THREADS="2")

@@ -19,62 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from serving_support import Pair, named_products, register_pair
 
 from shelfguard.cli import search_champion
 from shelfguard.config import Settings, load_settings
 from shelfguard.ingest import ingest
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.serving.served_log import ServedLog
-from shelfguard_train.config import EmbedConfig
-from shelfguard_train.embed import embed
 from shelfguard_train.search import CatalogSearcher
 
 CLI = str(Path(sys.executable).with_name("shelfguard"))
 QUERIES = ("oak desk", "blue velvet sofa", "outdoor dining chair", "wall mirror", "king bed")
 K = 5
-
-
-@dataclass(frozen=True)
-class Pair:
-    model_dir: Path
-    index_dir: Path
-    model_sha256: str
-    index_sha256: str
-    model_id: int
-    index_id: int
-
-    @property
-    def shas(self) -> tuple[str, str]:
-        return self.model_sha256, self.index_sha256
-
-
-def _named_products(tiny_data: Path, folder: Path, keep: int | None = None) -> Path:
-    rows = pq.read_table(tiny_data / "products.parquet").to_pylist()[:keep]
-    rows = [{**row, "product_name": f"product {row['product_id']}"} for row in rows]
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), folder / "products.parquet")
-    return folder / "products.parquet"
-
-
-def _pair(ledger: Ledger, model_dir: Path, products: Path, out: Path) -> Pair:
-    result = embed(
-        EmbedConfig(
-            model_dir=model_dir, products_path=products, output_dir=out, batch_size=16, device="cpu"
-        )
-    )
-    model = ledger.record_artifact("model", str(model_dir), result.model_sha256)
-    index = ledger.record_artifact(
-        "index",
-        str(result.index_dir),
-        result.index_sha256,
-        meta={"model_sha256": result.model_sha256},
-    )
-    return Pair(
-        model_dir, result.index_dir, result.model_sha256, result.index_sha256, model.id, index.id
-    )
 
 
 @dataclass
@@ -154,12 +111,12 @@ def served(
     settings = load_settings({"SHELFGUARD_HOME": str(home)})
     settings.ensure_dirs()
     ledger = open_ledger(settings.ledger_url)
-    products = _named_products(tiny_data, root / "catalog")
-    fewer = _named_products(tiny_data, root / "catalog-fewer", keep=60)
+    products = named_products(tiny_data, root / "catalog")
+    fewer = named_products(tiny_data, root / "catalog-fewer", keep=60)
     pairs = {
-        "a": _pair(ledger, tiny_model, products, root / "index-a"),
-        "b": _pair(ledger, other_tiny_model, products, root / "index-b"),
-        "tampered": _pair(ledger, tiny_model, fewer, root / "index-c"),
+        "a": register_pair(ledger, tiny_model, products, root / "index-a"),
+        "b": register_pair(ledger, other_tiny_model, products, root / "index-b"),
+        "tampered": register_pair(ledger, tiny_model, fewer, root / "index-c"),
     }
     expected: dict[tuple[str, str], dict[str, list[float]]] = {}
     for name in ("a", "b"):
