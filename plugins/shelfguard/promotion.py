@@ -176,8 +176,16 @@ def _gate_problems(
     missing = []
     sources = _source_runs(ledger, snapshot) if snapshot else []
     gates: list[str] = list(policy.required_gates)
-    if online and policy.canary.required and ledger.get_alias(ALIAS) is not None:
-        gates.append("online")  # a canary is required: the challenger met shoppers first
+    current = ledger.get_alias(ALIAS)
+    # A canary is required: a new model meets shoppers first. An index rebuilt with the
+    # champion's own model (catalog_refresh) changes no model, and needs none.
+    if (
+        online
+        and policy.canary.required
+        and current is not None
+        and current.model.sha256 != model_sha
+    ):
+        gates.append("online")
     for gate in gates:
         if gate == "training_data":
             ok = bool(sources)
@@ -228,8 +236,9 @@ def check_promotion(
     """Everything promotion needs for ``run_id``, or :class:`PromotionRefused` listing what is missing.
 
     A ledger that fails verification (:meth:`Ledger.verify`) refuses first, naming the bad row.
-    With ``policy.canary.required`` and a champion in place, a passing online gate on the
-    pair is needed too, unless ``online`` is False (what a canary itself needs to start).
+    With ``policy.canary.required`` and a champion with another model in place, a passing
+    online gate on the pair is needed too, unless ``online`` is False (what a canary
+    itself needs to start); an index rebuilt with the champion's model needs none.
     """
     require_intact_ledger(ledger, run_id)
     run = ledger.get_run(run_id)

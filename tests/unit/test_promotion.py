@@ -349,3 +349,11 @@ def test_a_required_canary_makes_promotion_wait_for_the_online_gate(ledger: Ledg
         promote(ledger, pol, second)
     ledger.record_gate(second, "online", "pass", subject="pair:m-b:i-b")
     assert promote(ledger, pol, second).model.sha256 == "m-b"
+    # An index rebuilt with the champion's own model (catalog_refresh) needs no canary.
+    third = retraining_run(ledger, "c")
+    ledger.record_artifact("index", "/indexes/c2", "i-c2", meta={"model_sha256": "m-b"})
+    ledger.update_lineage(third, model_sha256="m-b", index_sha256="i-c2")
+    ledger.record_gate(third, "index", "pass", subject="index:i-c2")
+    ledger.record_gate(third, "evaluation", "pass", subject="model:m-b")
+    decide(ledger, pol, third, "approved", "alice", via="cli", signer=signer("alice"))
+    assert promote(ledger, pol, third).index.sha256 == "i-c2"
