@@ -28,7 +28,17 @@ from shelfguard.promotion import ALIAS, PromotionRefused, check_promotion, onlin
 from shelfguard.serving.routing import CANARY
 from shelfguard.serving.served_log import served_by_pair
 
-__all__ = ["GATE", "CanaryError", "Evidence", "end", "evidence", "judge", "record", "start"]
+__all__ = [
+    "GATE",
+    "CanaryError",
+    "Evidence",
+    "end",
+    "evidence",
+    "judge",
+    "record",
+    "running",
+    "start",
+]
 
 GATE = "online"
 
@@ -69,10 +79,20 @@ def start(ledger: Ledger, policy: Policy, run_id: str) -> AliasRecord:
     )
 
 
+def running(ledger: Ledger) -> AliasRecord | None:
+    """The ``canary`` alias while a canary runs: its latest move started one (an ended
+    canary names the champion's pair of its time, which a later champion may not be)."""
+    canary = ledger.get_alias(CANARY)
+    if canary is None:
+        return None
+    history = ledger.alias_history(CANARY)
+    return canary if history and history[-1].action == "canary_start" else None
+
+
 def end(ledger: Ledger, *, by: str, reason: str) -> AliasRecord | None:
-    """Move the ``canary`` alias onto the champion's pair (no canary); None if it never
-    existed. Ending a canary that already ended changes nothing."""
-    canary, champion = ledger.get_alias(CANARY), ledger.get_alias(ALIAS)
+    """Move the ``canary`` alias onto the champion's pair (no canary); None if none runs.
+    Ending a canary that already ended changes nothing."""
+    canary, champion = running(ledger), ledger.get_alias(ALIAS)
     if canary is None or champion is None:
         return canary
     return ledger.move_alias(
@@ -104,7 +124,7 @@ def served_folder(settings: Settings) -> Path:
 def evidence(ledger: Ledger, served_folder: Path, policy: CanaryPolicy) -> Evidence:
     """Both arms of the running canary, from the delivery folders under ``served_folder``:
     the searches made since the canary started, so both arms cover the same period."""
-    canary, champion = ledger.get_alias(CANARY), ledger.get_alias(ALIAS)
+    canary, champion = running(ledger), ledger.get_alias(ALIAS)
     if canary is None or champion is None or _pair(canary) == _pair(champion):
         raise CanaryError("no canary is running: the canary alias is not on a challenger pair")
     served = served_by_pair(served_folder, since=canary.updated_at)  # while it ran

@@ -247,10 +247,9 @@ class OnlineGateOperator(BaseOperator):
         from shelfguard.canary_wait import CanaryTrigger
         from shelfguard.config import load_settings
         from shelfguard.promotion import ALIAS
-        from shelfguard.serving.routing import CANARY
 
         ledger, policy, run_id = _context_run(context)
-        running, champion = ledger.get_alias(CANARY), ledger.get_alias(ALIAS)
+        running, champion = canary.running(ledger), ledger.get_alias(ALIAS)
         if running is None or champion is None or running.run_id != run_id:
             self.log.info("no canary of this run is serving: the online gate does not apply")
             return {"online": "not applicable"}

@@ -440,9 +440,8 @@ def start_canary(context: Mapping[str, Any]) -> dict[str, Any]:
 def _end_own_canary(ledger: Ledger, run_id: str) -> None:
     """A run that did not promote takes its pair out of the canary it started."""
     from shelfguard import canary
-    from shelfguard.serving.routing import CANARY
 
-    run, alias = ledger.get_run(run_id), ledger.get_alias(CANARY)
+    run, alias = ledger.get_run(run_id), canary.running(ledger)
     if run is None or alias is None or alias.run_id != run_id or run.outcome == "PROMOTED":
         return
     canary.end(ledger, by="policy", reason=f"run {run_id} ended {run.outcome}: canary ended")

@@ -16,7 +16,7 @@ from shelfguard.approval import (
     wait_for_decision,
 )
 from shelfguard.ledger import ApprovalRecord, Ledger, open_ledger
-from shelfguard.policy import Policy, parse_policy
+from shelfguard.policy import CanaryPolicy, Policy, parse_policy
 from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
@@ -321,8 +321,17 @@ def test_a_canary_needs_a_champion_and_the_evidence_of_a_promotion(ledger: Ledge
         ("canary_end", "policy"),
     ]
     # Ending again changes nothing; the chain holds every move.
-    assert canary.end(ledger, by="policy", reason="again").version == ended.version  # type: ignore[union-attr]
+    assert canary.end(ledger, by="policy", reason="again") is None
+    assert len(ledger.alias_history("canary")) == 2
     assert ledger.verify().ok
+    # The ended canary names the champion's pair of its time; once the champion moves on
+    # (an index refresh, a rollback), that old pair is still no canary.
+    third = retraining_run(ledger, "c")
+    decide(ledger, policy(), third, "approved", "alice", via="cli", signer=signer("alice"))
+    promote(ledger, policy(), third)
+    assert canary.running(ledger) is None
+    with pytest.raises(canary.CanaryError, match="no canary is running"):
+        canary.evidence(ledger, Path("/nonexistent"), CanaryPolicy())
 
 
 def test_a_required_canary_makes_promotion_wait_for_the_online_gate(ledger: Ledger) -> None:

@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 
+#: The alias naming a challenger served to a share of sessions (see ``routing``).
+CANARY = "canary"
+
+
 class PairRefused(Exception):
     """The pair the alias names cannot be served: the ledger or its files failed a check."""
 
@@ -210,7 +214,15 @@ class ChampionFollower:
         """Read the alias; load and swap to the pair it names if that is new. True on a swap."""
         ledger = self._open_ledger()
         alias = ledger.get_alias(self.alias)
+        if alias is not None and self.alias == CANARY:
+            # A canary that ended names the champion's pair of that time: no canary.
+            history = ledger.alias_history(self.alias)
+            if not history or history[-1].action != "canary_start":
+                alias = None
         if alias is None:
+            if self.current is not None:
+                log.info("alias %s no longer names a pair to serve", self.alias)
+            self.current = None
             return False
         pair = self._pair_of(alias)
         current = self.current

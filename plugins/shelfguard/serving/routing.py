@@ -16,13 +16,12 @@ import time
 
 from shelfguard.config import Settings
 from shelfguard.policy import CanaryPolicy
-from shelfguard.serving.pairs import ChampionFollower, LoadedPair
+from shelfguard.serving.pairs import CANARY, ChampionFollower, LoadedPair
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CANARY", "Router", "in_share"]
 
-CANARY = "canary"
 _BUCKETS = 1 << 32
 
 
