@@ -22,7 +22,7 @@ from pathlib import Path
 
 from shelfguard.config import Settings
 from shelfguard.ledger import AliasRecord, Ledger
-from shelfguard.online import Arm, OnlineVerdict, arm_of, compare
+from shelfguard.online import GATE, Arm, OnlineVerdict, arm_of, compare
 from shelfguard.policy import CanaryPolicy, Policy
 from shelfguard.promotion import ALIAS, PromotionRefused, check_promotion, online_subject
 from shelfguard.serving.routing import CANARY
@@ -39,8 +39,6 @@ __all__ = [
     "running",
     "start",
 ]
-
-GATE = "online"
 
 
 class CanaryError(RuntimeError):

@@ -40,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from shelfguard.canary import running as canary_running
 from shelfguard.config import Settings, load_settings
 from shelfguard.serving.pairs import ChampionFollower, LoadedPair
 from shelfguard.serving.routing import CANARY, Router
@@ -228,8 +229,11 @@ class _Service:
                 poll_seconds=options.poll_seconds,
                 retry_seconds=options.retry_seconds,
                 device=options.device,
+                read=read,
             )
-            for alias in (options.alias, CANARY)
+            # An ended canary still names a pair (the champion's of its time): the
+            # canary follower serves only while one runs.
+            for alias, read in ((options.alias, None), (CANARY, canary_running))
         )
         self.follower = champion
         self.router = Router(champion, canary, options.canary_share, settings)

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +37,6 @@ __all__ = [
     "local_copy",
     "open_pair",
 ]
-
-
-#: The alias naming a challenger served to a share of sessions (see ``routing``).
-CANARY = "canary"
 
 
 class PairRefused(Exception):
@@ -175,6 +172,8 @@ class ChampionFollower:
     once per request. A background thread polls the alias every ``poll_seconds``; a pair
     that fails verification is refused (``refusal`` says why) and the current one keeps
     serving; a refused pair is tried again after ``retry_seconds`` in case it was repaired.
+    ``read`` says which pair the alias names now (default: where it points; None: no pair
+    to serve, and ``current`` goes back to None).
     """
 
     def __init__(
@@ -185,9 +184,11 @@ class ChampionFollower:
         poll_seconds: float = 1.0,
         retry_seconds: float = 30.0,
         device: str = "cpu",
+        read: Callable[[Ledger], AliasRecord | None] | None = None,
     ) -> None:
         self.settings = settings
         self.alias = alias
+        self._read = read or (lambda ledger: ledger.get_alias(alias))
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
         self.device = device
@@ -213,12 +214,7 @@ class ChampionFollower:
     def check_once(self) -> bool:
         """Read the alias; load and swap to the pair it names if that is new. True on a swap."""
         ledger = self._open_ledger()
-        alias = ledger.get_alias(self.alias)
-        if alias is not None and self.alias == CANARY:
-            # A canary that ended names the champion's pair of that time: no canary.
-            history = ledger.alias_history(self.alias)
-            if not history or history[-1].action != "canary_start":
-                alias = None
+        alias = self._read(ledger)
         if alias is None:
             if self.current is not None:
                 log.info("alias %s no longer names a pair to serve", self.alias)

@@ -16,12 +16,14 @@ import time
 
 from shelfguard.config import Settings
 from shelfguard.policy import CanaryPolicy
-from shelfguard.serving.pairs import CANARY, ChampionFollower, LoadedPair
+from shelfguard.serving.pairs import ChampionFollower, LoadedPair
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CANARY", "Router", "in_share"]
 
+#: The alias naming a challenger served to a share of sessions.
+CANARY = "canary"
 _BUCKETS = 1 << 32
 
 
