@@ -612,10 +612,9 @@ def generate(
         written = store_weeks.write_week(files, products, seed, n_searches, week, report)
         return GenerateResult(out_dir=out, files=files, rows=written, defects=())
 
-    streams = _Streams(seed)
-    catalog = _build_catalog(products, streams.numpy("catalog"), "category_shift" in chosen)
-    plan = _plan_changes(catalog, streams.numpy("changes"))
-    queries = _build_queries(catalog, plan.deleted, n_searches, streams)
+    streams, catalog, plan, queries = _draw_store(
+        products, seed, n_searches, "category_shift" in chosen
+    )
     window_start = first_window(seed)
 
     rows: dict[str, int] = {}
@@ -635,6 +634,17 @@ def generate(
     )
     report("catalog_changes", rows["catalog_changes"], rows["catalog_changes"])
     return GenerateResult(out_dir=out, files=files, rows=rows, defects=chosen)
+
+
+def _draw_store(
+    products: int, seed: int, n_searches: int, shifted: bool
+) -> tuple[_Streams, _Catalog, _ChangePlan, _Queries]:
+    """Week 1's hidden store: its streams, catalog, change plan and queries."""
+    streams = _Streams(seed)
+    catalog = _build_catalog(products, streams.numpy("catalog"), shifted)
+    plan = _plan_changes(np.ones(catalog.size_of_catalog, dtype=np.bool_), streams.numpy("changes"))
+    queries = _build_queries(catalog, plan.deleted, n_searches, streams)
+    return streams, catalog, plan, queries
 
 
 def first_window(seed: int) -> datetime:
@@ -866,15 +876,23 @@ class _ChangePlan:
     text_is_data: dict[int, int]  # product id -> index into _TEXT_IS_DATA
 
 
-def _plan_changes(catalog: _Catalog, rng: np.random.Generator) -> _ChangePlan:
-    n = catalog.size_of_catalog
-    total = max(6, round(n * 0.01))
+def _plan_changes(
+    listed: npt.NDArray[np.bool_], rng: np.random.Generator, text_is_data: bool = True
+) -> _ChangePlan:
+    """The change feed at the end of a week: about 1% of the ``listed`` products touched
+    (updated or deleted) and new products added; with ``text_is_data`` (week 1), which
+    rows carry the text-is-data cases."""
+    n = listed.size
+    ids = np.flatnonzero(listed)
+    total = max(6, round(ids.size * 0.01))
     n_deleted = max(1, total * 15 // 100)
     n_new = max(1, total * 15 // 100)
-    touched = rng.choice(n, size=total - n_new, replace=False).astype(np.int64)
+    touched = rng.choice(ids, size=total - n_new, replace=False).astype(np.int64)
     deleted = np.zeros(n, dtype=np.bool_)
     deleted[touched[:n_deleted]] = True
-    odd_rows = rng.choice(n, size=len(_TEXT_IS_DATA), replace=False)
+    odd_rows: list[int] = (
+        rng.choice(n, size=len(_TEXT_IS_DATA), replace=False).tolist() if text_is_data else []
+    )
     return _ChangePlan(
         updated=np.sort(touched[n_deleted:]),
         deleted_ids=np.sort(touched[:n_deleted]),
@@ -979,6 +997,14 @@ def _product_fields(row: _ProductRow, rnd: random.Random) -> list[str]:
         f"{row.average_rating:.1f}" if rated else "",
         str(row.review_count) if rated else "",
     ]
+
+
+def _clean_fields(row: _ProductRow, rnd: random.Random, plan: _ChangePlan) -> list[str]:
+    """A product's product.csv fields before any defect (text-is-data cases included)."""
+    fields = _product_fields(row, rnd)
+    if row.product_id in plan.text_is_data:
+        _apply_text_is_data(fields, plan.text_is_data[row.product_id])
+    return fields
 
 
 def _apply_text_is_data(fields: list[str], case: int) -> None:
@@ -1096,9 +1122,7 @@ def _write_products(
             lines: list[str] = []
             later: list[str] = []
             for row in _catalog_rows(catalog, begin, end):
-                fields = _product_fields(row, rnd)
-                if row.product_id in plan.text_is_data:
-                    _apply_text_is_data(fields, plan.text_is_data[row.product_id])
+                fields = _clean_fields(row, rnd, plan)
                 if row.product_id in wanted:
                     captured[row.product_id] = list(fields)
                 names = hits.get(row.product_id, [])
@@ -1393,6 +1417,18 @@ def _judge(
     return [judged[i] for i in order]
 
 
+def _judgements(
+    catalog: _Catalog, plan: _ChangePlan, queries: _Queries, streams: _Streams
+) -> list[tuple[int, int, str]]:
+    """label.csv's (query id, product id, label) rows of week 1, in file order."""
+    rng = streams.numpy("labels")
+    return [
+        (query_id, product_id, _LABEL_NAMES[grade])
+        for query_id, q in enumerate(queries.golden)
+        for product_id, grade in _judge(catalog, plan.deleted, queries.intents[q], rng)
+    ]
+
+
 def _write_labels(
     path: Path,
     catalog: _Catalog,
@@ -1401,11 +1437,7 @@ def _write_labels(
     chosen: tuple[str, ...],
     streams: _Streams,
 ) -> int:
-    rng = streams.numpy("labels")
-    rows: list[tuple[int, int, str]] = []
-    for query_id, q in enumerate(queries.golden):
-        for product_id, grade in _judge(catalog, plan.deleted, queries.intents[q], rng):
-            rows.append((query_id, product_id, _LABEL_NAMES[grade]))
+    rows = _judgements(catalog, plan, queries, streams)
     if "orphan_judgements" in chosen:
         rows = _add_orphans(rows, catalog.size_of_catalog + plan.new_products, streams)
     lines = [f"{i}\t{query_id}\t{pid}\t{label}" for i, (query_id, pid, label) in enumerate(rows)]
@@ -1627,10 +1659,7 @@ def store_truth(
     n_searches = default_searches(products) if searches is None else searches
     if week > 1:
         return store_weeks.truth_of_week(products, seed, n_searches, week)
-    streams = _Streams(seed)
-    catalog = _build_catalog(products, streams.numpy("catalog"), False)
-    plan = _plan_changes(catalog, streams.numpy("changes"))
-    queries = _build_queries(catalog, plan.deleted, n_searches, streams)
+    _, catalog, plan, queries = _draw_store(products, seed, n_searches, False)
     return StoreTruth(catalog=catalog, queries=queries, deleted=plan.deleted)
 
 

@@ -70,22 +70,16 @@ def validate_week(week: int, defects: Sequence[str]) -> int:
 
 def _first_week(products: int, seed: int, n_searches: int) -> _Week:
     """Week 1's hidden state, replayed from the same streams ``generate`` writes it from."""
-    streams = g._Streams(seed)
-    catalog = g._build_catalog(products, streams.numpy("catalog"), False)
-    plan = g._plan_changes(catalog, streams.numpy("changes"))
-    queries = g._build_queries(catalog, plan.deleted, n_searches, streams)
+    streams, catalog, plan, queries = g._draw_store(products, seed, n_searches, False)
     text = streams.python("text")
-    rows: dict[int, list[str]] = {}
-    for row in g._catalog_rows(catalog, 0, catalog.size_of_catalog):
-        fields = g._product_fields(row, text)
-        if row.product_id in plan.text_is_data:
-            g._apply_text_is_data(fields, plan.text_is_data[row.product_id])
-        rows[row.product_id] = fields
-    label_rng = streams.numpy("labels")
-    labels: list[tuple[int, int, int, str]] = []
-    for query_id, q in enumerate(queries.golden):
-        for product_id, grade in g._judge(catalog, plan.deleted, queries.intents[q], label_rng):
-            labels.append((len(labels), query_id, product_id, g._LABEL_NAMES[grade]))
+    rows = {
+        row.product_id: g._clean_fields(row, text, plan)
+        for row in g._catalog_rows(catalog, 0, catalog.size_of_catalog)
+    }
+    labels = [
+        (i, query_id, pid, label)
+        for i, (query_id, pid, label) in enumerate(g._judgements(catalog, plan, queries, streams))
+    ]
     users = g._user_columns(g._shoppers(n_searches), streams.numpy("users"))
     feed, feed_rng = g._draw_feed(plan, rows, catalog.size_of_catalog, streams)
     return _Week(
@@ -122,24 +116,6 @@ def _listed_only(catalog: g._Catalog, ids: npt.NDArray[np.int64]) -> g._Catalog:
     return g._catalog_of(g._Attributes(**{n: getattr(catalog, n)[ids] for n in names}))
 
 
-def _plan_on_listed(listed: npt.NDArray[np.bool_], rng: np.random.Generator) -> g._ChangePlan:
-    """The week's feed: about 1% of the listed products touched, as in week 1."""
-    ids = np.flatnonzero(listed)
-    total = max(6, round(ids.size * 0.01))
-    n_deleted = max(1, total * 15 // 100)
-    n_new = max(1, total * 15 // 100)
-    touched = rng.choice(ids, size=total - n_new, replace=False).astype(np.int64)
-    deleted = np.zeros(listed.size, dtype=np.bool_)
-    deleted[touched[:n_deleted]] = True
-    return g._ChangePlan(
-        updated=np.sort(touched[n_deleted:]),
-        deleted_ids=np.sort(touched[:n_deleted]),
-        deleted=deleted,
-        new_products=n_new,
-        text_is_data={},
-    )
-
-
 def _next_week(week: _Week, seed: int, n_searches: int) -> _Week:
     """The week after ``week``: its change feed applied, a new feed drawn."""
     feed = week.feed
@@ -165,7 +141,7 @@ def _next_week(week: _Week, seed: int, n_searches: int) -> _Week:
 
     number = week.number + 1
     streams = g._Streams(seed, week=number)
-    plan = _plan_on_listed(listed, streams.numpy("changes"))
+    plan = g._plan_changes(listed, streams.numpy("changes"), text_is_data=False)
     next_feed, feed_rng = g._draw_feed(plan, rows, catalog.size_of_catalog, streams)
     return _Week(
         number=number,
