@@ -4,6 +4,7 @@ registered in a ledger as a (model, index) pair the service can load."""
 from __future__ import annotations
 
 import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import pyarrow.parquet as pq
 from shelfguard.ledger import Ledger
 from shelfguard_train.config import EmbedConfig
 from shelfguard_train.embed import embed
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import duckdb
 import pytest
 import yaml
 from notify_support import Inbox, receivers
+from serving_support import free_port
 from signing_support import approvers, write_keys
 
 from shelfguard.config import load_settings, project_root
@@ -252,14 +253,6 @@ def test_search_answers_from_the_champion_and_refuses_bad_input(
     assert "no champion yet" in fresh.stderr and "Traceback" not in fresh.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_search_service_answers_from_the_champion_and_its_log_lands(
     store: dict[str, Path], first: dict[str, Any]
 ) -> None:
@@ -268,7 +261,7 @@ def test_the_search_service_answers_from_the_champion_and_its_log_lands(
     import httpx
 
     home = store["home"]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = store["root"] / "serve.log"
     with open(log_path, "wb") as log:
@@ -622,7 +615,7 @@ def _canary_round(
     exit code and outcome, and each served index's true nDCG@10 on the hidden truth."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         service = subprocess.Popen(

@@ -28,12 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg_server import PgServer, find_binaries
+from pg_server import PgServer
 from signing_support import approvers, signer
 
 from shelfguard.approval import record_decision
@@ -59,23 +58,8 @@ def _dead_server_errors() -> tuple[type[BaseException], ...]:
 
 
 # --------------------------------------------------------------------------------------
-# The private server
+# Helpers (the private server itself: the `server` fixture in conftest.py)
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(root_conftest: ModuleType) -> Iterator[PgServer]:
-    """A running private PostgreSQL, stopped and removed after the test."""
-    binaries = find_binaries()
-    if isinstance(binaries, str):
-        root_conftest.require_service("PostgreSQL server binaries (initdb, pg_ctl)", binaries)
-        raise AssertionError("unreachable")  # require_service fails or skips
-    pg = PgServer(binaries)
-    try:
-        pg.start()  # a failure names pg_ctl's output and the log's tail
-        yield pg
-    finally:
-        pg.cleanup()
 
 
 def backend_pid(engine: sa.Engine) -> int:

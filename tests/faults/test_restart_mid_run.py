@@ -24,14 +24,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from pg_server import PgServer, find_binaries
+from pg_server import PgServer
 
 from shelfguard.config import project_root
 from shelfguard.generator import generate
@@ -39,20 +37,6 @@ from shelfguard.ledger import open_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(1800)]
 CLI = str(Path(sys.executable).with_name("shelfguard"))
-
-
-@pytest.fixture
-def server(root_conftest: ModuleType) -> Iterator[PgServer]:
-    binaries = find_binaries()
-    if isinstance(binaries, str):
-        root_conftest.require_service("PostgreSQL server binaries (initdb, pg_ctl)", binaries)
-        raise AssertionError("unreachable")  # require_service fails or skips
-    pg = PgServer(binaries)
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.cleanup()
 
 
 def _open_policy(path: Path) -> Path:

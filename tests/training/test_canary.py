@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving_support import Pair, named_products, register_pair
+from serving_support import Pair, free_port, named_products, register_pair
 
 from shelfguard import canary
 from shelfguard.config import Settings, load_settings
@@ -114,12 +113,6 @@ class Service:
         return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _index(name: str, service: Service) -> Any:
     sha = service.pairs[name].index_sha256
     return lambda body: (body.get("serving") or {}).get("index_sha256") == sha
@@ -147,7 +140,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Iterat
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHELFGUARD_", "AIRFLOW"))}
     env.update(SHELFGUARD_HOME=str(home), OMP_NUM_THREADS="2")
-    port = _free_port()
+    port = free_port()
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

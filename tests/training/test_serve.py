@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serving_support import Pair, named_products, register_pair
+from serving_support import Pair, free_port, named_products, register_pair
 
 from shelfguard.cli import search_champion
 from shelfguard.config import Settings, load_settings
@@ -91,12 +90,6 @@ def _serving(pair: Pair) -> Any:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory,
@@ -124,7 +117,7 @@ def served(
         searcher = CatalogSearcher.open(pair.model_dir, pair.index_dir, device="cpu")
         expected[pair.shas] = {q: [h.score for h in searcher.search(q, K)] for q in QUERIES}
     log_path = root / "serve.log"
-    port = _free_port()
+    port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [
