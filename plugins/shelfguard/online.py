@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -188,21 +189,23 @@ def compare(
     ``max_drop`` (absolute, in the metric's units), at ``confidence`` (one-sided)."""
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-    difference = challenger.value - champion.value
+    verdict = partial(
+        OnlineVerdict,
+        metric=metric,
+        champion=champion.value,
+        challenger=challenger.value,
+        difference=challenger.value - champion.value,
+        confidence=confidence,
+        max_drop=max_drop,
+    )
     if min(champion.impressions, challenger.impressions) < min_impressions or not (
         champion.sessions and challenger.sessions
     ):
-        return OnlineVerdict(
+        return verdict(
             decided=False,
             passed=False,
-            metric=metric,
-            champion=champion.value,
-            challenger=challenger.value,
-            difference=difference,
             lower=float("-inf"),
             upper=float("inf"),
-            confidence=confidence,
-            max_drop=max_drop,
             reason=(
                 f"not enough impressions yet: {champion.impressions} served by the champion, "
                 f"{challenger.impressions} by the challenger, {min_impressions} needed from each"
@@ -215,28 +218,18 @@ def compare(
     lower = float(np.quantile(spread, 1.0 - confidence))
     upper = float(np.quantile(spread, confidence))
     passed = lower >= -max_drop
+    observed = (
+        f"the challenger's {metric} is {challenger.value:.4f} against the champion's "
+        f"{champion.value:.4f}"
+    )
     if passed:
         reason = (
-            f"the challenger's {metric} is {challenger.value:.4f} against the champion's "
-            f"{champion.value:.4f}; with {confidence:.0%} confidence it is at most "
+            f"{observed}; with {confidence:.0%} confidence it is at most "
             f"{max(0.0, -lower):.4f} worse, within the {max_drop} allowed"
         )
     else:
         reason = (
-            f"the challenger's {metric} is {challenger.value:.4f} against the champion's "
-            f"{champion.value:.4f}; it may be up to {-lower:.4f} worse at {confidence:.0%} "
+            f"{observed}; it may be up to {-lower:.4f} worse at {confidence:.0%} "
             f"confidence, more than the {max_drop} allowed"
         )
-    return OnlineVerdict(
-        decided=True,
-        passed=passed,
-        metric=metric,
-        champion=champion.value,
-        challenger=challenger.value,
-        difference=difference,
-        lower=lower,
-        upper=upper,
-        confidence=confidence,
-        max_drop=max_drop,
-        reason=reason,
-    )
+    return verdict(decided=True, passed=passed, lower=lower, upper=upper, reason=reason)
