@@ -1,16 +1,17 @@
 """Governance ledger: the evidence promotion decides from (see docs/ledger.md).
 
-Import from here; ``models`` is an implementation detail of the store.
+Import from here; ``models`` and the modules the store is built from (``base``,
+``runs``, ``ingestion``, ``approvals``, ``aliases``, ``verify``) are implementation details.
 """
 
-from shelfguard.ledger.store import (
+from shelfguard.ledger.engine import MIGRATIONS_DIR, alembic_config
+from shelfguard.ledger.records import (
     ALIAS_ACTIONS,
     APPROVAL_CHANNELS,
     BATCH_STATES,
     DECISIONS,
     FINAL_OUTCOMES,
     GATE_STATUSES,
-    MIGRATIONS_DIR,
     OUTCOMES,
     AliasMove,
     AliasRecord,
@@ -21,7 +22,6 @@ from shelfguard.ledger.store import (
     ChainProblem,
     GateRecord,
     IngestFileRecord,
-    Ledger,
     LedgerError,
     LedgerTampered,
     PolicyApprovalRecord,
@@ -29,9 +29,8 @@ from shelfguard.ledger.store import (
     RunRecord,
     SnapshotRecord,
     VerifyReport,
-    alembic_config,
-    open_ledger,
 )
+from shelfguard.ledger.store import Ledger, open_ledger
 
 __all__ = [
     "ALIAS_ACTIONS",
