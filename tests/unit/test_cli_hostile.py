@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from shelfguard import cli
 from shelfguard.cli import build_parser, main
+from shelfguard.cli import common as cli
 from shelfguard.ingest import SPECS
 
 
