@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from shelfguard import ingest as ingest_module
 from shelfguard.config import Settings, load_settings
 from shelfguard.dbt import build
 from shelfguard.generator import generate
 from shelfguard.ingest import NUL_CHARACTER, SPECS, IngestManifest, ingest
+from shelfguard.ingest import postgres_load as ingest_module
 from shelfguard.ledger import Ledger
 from shelfguard.modeling import EXPORTS, export_training_data
 from shelfguard.policy import load_policy
