@@ -87,10 +87,6 @@ def catalog_refresh() -> None:
         return tasks.prepare_index_refresh(context)
 
     @task(retries=0)
-    def index_gate(**context: object) -> dict[str, object]:
-        return tasks.index_gate(context)
-
-    @task(retries=0)
     def promote_index(**context: object) -> dict[str, object]:
         return tasks.promote(context)
 
@@ -100,6 +96,7 @@ def catalog_refresh() -> None:
 
     raw_gate = GateOperator(task_id="raw_data_gate", gate="raw_data")
     training_gate = GateOperator(task_id="training_data_gate", gate="training_data")
+    index_gate = GateOperator(task_id="index_gate", gate="index", retries=0)
     embed = training_operator(
         "embed_catalog",
         [
@@ -115,7 +112,7 @@ def catalog_refresh() -> None:
     published = publish()
     start() >> ingest() >> raw_gate >> dbt_task_group() >> training_gate >> published
     promoted = promote_index()
-    published >> prepare_index_refresh() >> embed >> index_gate() >> approve >> promoted
+    published >> prepare_index_refresh() >> embed >> index_gate >> approve >> promoted
     [published, promoted] >> finalize()
 
 

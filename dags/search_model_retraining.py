@@ -89,17 +89,9 @@ def search_model_retraining() -> None:
     def register_model(**context: object) -> dict[str, str]:
         return tasks.register_model(context)
 
-    @task(retries=0)
-    def evaluation_gate(**context: object) -> dict[str, object]:
-        return tasks.evaluation_gate(context)
-
     @task
     def prepare_index(**context: object) -> dict[str, str]:
         return tasks.prepare_index(context)
-
-    @task(retries=0)
-    def index_gate(**context: object) -> dict[str, object]:
-        return tasks.index_gate(context)
 
     @task(retries=0)
     def canary(**context: object) -> dict[str, object]:
@@ -140,8 +132,10 @@ def search_model_retraining() -> None:
     )
     approval = approval_operator("approval", retries=0)
     gate = GateOperator(task_id="training_data_gate", gate="training_data")
+    evaluation_gate = GateOperator(task_id="evaluation_gate", gate="evaluation", retries=0)
+    index_gate = GateOperator(task_id="index_gate", gate="index", retries=0)
     start() >> gate >> prepare_training() >> train >> register_model() >> evaluate
-    evaluate >> evaluation_gate() >> prepare_index() >> embed >> index_gate() >> approval
+    evaluate >> evaluation_gate >> prepare_index() >> embed >> index_gate >> approval
     online = OnlineGateOperator(task_id="online_gate", retries=0, poll_seconds=ONLINE_POLL_SECONDS)
     approval >> canary() >> online >> promote() >> finalize()
 

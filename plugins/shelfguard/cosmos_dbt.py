@@ -30,8 +30,6 @@ MARTS_SCHEMA_XCOM = "marts_schema"
 # A governance product makes no outside calls (Cosmos reads this when it is imported).
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 
-_STATUS = {"success": "pass", "pass": "pass", "warn": "warn", "skipped": "pass"}
-
 
 def _dbt_executable() -> str:
     beside_python = Path(sys.executable).with_name("dbt")
@@ -39,41 +37,18 @@ def _dbt_executable() -> str:
 
 
 def record_dbt_results(project_dir: str, context: Any = None, **_: Any) -> None:
-    """Cosmos callback: record the node results of one dbt command as a ``dbt`` gate row."""
-    from shelfguard.ledger import open_ledger
+    """Cosmos callback: record the node results of one dbt command as a ``dbt`` gate row
+    (:mod:`shelfguard.gates.dbt`)."""
+    from shelfguard.gates import run_gate
 
     results_path = Path(project_dir) / "target" / "run_results.json"
     if context is None or not results_path.is_file():
         return
     results = json.loads(results_path.read_text(encoding="utf-8")).get("results", [])
-    checks = []
-    for item in results:
-        status = str(item.get("status", "")).lower()
-        unique_id = str(item.get("unique_id", ""))
-        checks.append(
-            {
-                "name": unique_id.split(".", 2)[-1] if unique_id.count(".") >= 2 else unique_id,
-                "node": unique_id,
-                "status": _STATUS.get(status, "fail"),
-                "severity": "error",
-                "observed": status,
-                "unexpected_count": item.get("failures"),
-                "message": (item.get("message") or "")[:500],
-            }
-        )
-    if not checks:
+    if not results:
         return
-    statuses = {c["status"] for c in checks}
-    status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-    settings = load_settings()
-    ledger = open_ledger(settings.ledger_url)
-    try:
-        run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
-        ledger.record_gate(
-            run_id, DBT_GATE, status, subject=str(context["ti"].task_id), checks=checks
-        )
-    finally:
-        ledger.dispose()
+    run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
+    run_gate(DBT_GATE, run_id, evidence={"results": results, "subject": str(context["ti"].task_id)})
 
 
 def _pull(task_id: str, key: str) -> str:

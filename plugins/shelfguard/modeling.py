@@ -4,9 +4,9 @@
    passed as parquet files, in a folder named by that gate's data fingerprint;
 2. :func:`write_train_config` / :func:`write_eval_config` write the config files
    the ``shelfguard_train`` entry points read (locally or in a pod);
-3. :func:`register_model` records the trained model's bytes (sha256) in the ledger;
-4. :func:`run_evaluation_gate` blesses the model, or blocks the run, from the
-   evaluation JSON and the policy (rules in :mod:`shelfguard.evaluation`).
+3. :func:`register_model` records the trained model's bytes (sha256) in the ledger.
+
+The evaluation gate that blesses the model is :mod:`shelfguard.gates.evaluation`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from upath import UPath
 
 from shelfguard import duckdb_wait
 from shelfguard.config import Settings
-from shelfguard.evaluation import GATE, decide, gate_status, metrics_table
 from shelfguard.failpoints import failpoint
-from shelfguard.ledger import ArtifactRecord, GateRecord, Ledger
+from shelfguard.ledger import ArtifactRecord, Ledger
 from shelfguard.lineage import code_version
-from shelfguard.policy import Policy
 
 #: The three files the training entry points read; the column lists are the contract.
 #: ``{schema}`` is the snapshot read: a run's candidate or the published one it pinned.
@@ -306,27 +304,4 @@ def write_eval_config(
             "output_path": str(folder / "evaluation.json"),
             "precision": precision,
         },
-    )
-
-
-def run_evaluation_gate(
-    settings: Settings, policy: Policy, ledger: Ledger, run_id: str
-) -> GateRecord:
-    """Decide the blessing from ``evaluation.json`` and record it bound to the model's sha256."""
-    folder = run_dir(settings, run_id)
-    evaluation = read_json(folder / "evaluation.json", "evaluation result")
-    result = read_json(folder / "train_result.json", "training result")
-    models = evaluation.get("models", {})
-    checks = decide(models, policy.evaluation)
-    return ledger.record_gate(
-        run_id,
-        GATE,
-        gate_status(checks),
-        subject=f"model:{result['model_sha256']}",
-        checks=checks,
-        metrics={
-            "overall": metrics_table(models),
-            "slices": {name: m.get("slices", {}) for name, m in models.items()},
-        },
-        report_uri=str(folder / "evaluation.json"),
     )

@@ -1,4 +1,4 @@
-"""Airflow operators of shelfguard: the data gates and the approval task.
+"""Airflow operators of shelfguard: the gates, the approval task and the online gate.
 
 Kept cheap to import: DAG files import this module on every parse, so Great
 Expectations, pandas and the warehouse drivers are only imported when a task runs.
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 
 class GateOperator(BaseOperator):
-    """Run one data gate (``raw_data`` or ``training_data``) for the DAG run.
+    """Run one gate of :mod:`shelfguard.gates` (``raw_data``, ``training_data``,
+    ``evaluation``, ``index``) for the DAG run and record its verdict.
 
     A ``fail`` verdict fails the task without retry (a governance decision, not a
     transient error) and stops everything downstream; ``warn`` is logged and the run

@@ -171,6 +171,7 @@ def land_source(
 def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     """Land the source folder (:func:`land_source`) and record the ``ingest`` gate."""
     from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
+    from shelfguard.gates import run_gate
     from shelfguard.ingest import IngestError
 
     settings = load_settings()
@@ -180,38 +181,23 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     try:
         manifest = land_source(settings, ledger, run_id, policy, source_dir(context, settings))
     except IngestError as exc:
-        ledger.record_gate(
-            run_id,
+        run_gate(
             "ingest",
-            "fail",
-            checks=[
-                {
-                    "name": "file_contract",
-                    "status": "fail",
-                    "severity": "error",
-                    "message": str(exc),
-                }
-            ],
+            run_id,
+            settings=settings,
+            policy=policy,
+            ledger=ledger,
+            evidence={"refused": str(exc)},
         )
         raise AirflowFailException(f"ingest refused the batch: {exc}") from exc
-    files = manifest["files"]
     context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest["batch_id"])
-    ledger.record_gate(
-        run_id,
+    run_gate(
         "ingest",
-        "pass",
-        subject=f"batch:{manifest['batch_id']}",
-        checks=[
-            {
-                "name": f"rows_conserved:{f['file_name']}",
-                "status": "pass",
-                "severity": "error",
-                "observed": f"{f['rows_read']} read = {f['rows_accepted']} accepted"
-                f" + {f['rows_quarantined']} quarantined",
-            }
-            for f in files
-        ],
-        metrics={"files": files},
+        run_id,
+        settings=settings,
+        policy=policy,
+        ledger=ledger,
+        evidence={"manifest": manifest},
     )
     return manifest
 
@@ -335,18 +321,6 @@ def register_model(context: Mapping[str, Any]) -> dict[str, str]:
     return {"model_sha256": artifact.sha256, "eval_config": str(config)}
 
 
-def evaluation_gate(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Bless the challenger, bound to its sha256, or block the run at the evaluation gate."""
-    from shelfguard import modeling
-
-    ctx = RunContext.from_airflow(context)
-    gate = modeling.run_evaluation_gate(ctx.settings, ctx.policy, ctx.ledger, ctx.run_id)
-    failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
-    if gate.status == "fail":
-        raise AirflowFailException(f"evaluation gate blocked the model: {', '.join(failed)}")
-    return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics["overall"]}
-
-
 def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
     """Write the config of a full catalog embedding with the blessed challenger."""
     from shelfguard import indexing, modeling
@@ -397,21 +371,6 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
     )
     _, _, result_path = indexing.embed_paths(settings, run_id)
     return {"embed_config": str(config), "embed_result": str(result_path)}
-
-
-def index_gate(context: Mapping[str, Any]) -> dict[str, Any]:
-    """Register the run's index and gate it; a failure blocks the run at the index gate."""
-    from shelfguard import indexing
-
-    ctx = RunContext.from_airflow(context)
-    model_sha = str(ctx.lineage.get("model_sha256") or "")
-    gate = indexing.run_index_gate(
-        ctx.settings, ctx.policy.index, ctx.ledger, ctx.run_id, model_sha
-    )
-    failed = [c["name"] for c in gate.checks if c["status"] == "fail"]
-    if gate.status == "fail":
-        raise AirflowFailException(f"index gate blocked the index: {', '.join(failed)}")
-    return {"status": gate.status, "subject": gate.subject, "metrics": gate.metrics}
 
 
 def start_canary(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from shelfguard.evaluation import decide, gate_status
+from shelfguard.gates import gate_status
+from shelfguard.gates.evaluation import decide
 from shelfguard.policy import EvaluationPolicy
 
 POLICY = EvaluationPolicy(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shelfguard.indexing import decide
+from shelfguard.gates.index import decide
 from shelfguard.policy import IndexPolicy
 
 MODEL = "a" * 64

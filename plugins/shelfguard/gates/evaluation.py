@@ -13,15 +13,22 @@ Rules (all thresholds from ``governance.yml`` → ``evaluation``):
   champion, else the base model).
 
 The blessing is a ``gate_results`` row with subject ``model:<sha256>``: it is
-bound to the exact bytes of the model, not to a task or a name.
+bound to the exact bytes of the model, not to a task or a name. The metrics come from
+``evaluation.json``, written by the ``shelfguard_train evaluate`` entry point.
+See docs/gates/evaluation.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shelfguard.gates.core import Check, GateOutcome, check
+from shelfguard.modeling import read_json
 from shelfguard.policy import EvaluationPolicy
+
+if TYPE_CHECKING:
+    from shelfguard.gates.core import GateContext
 
 PRIMARY = "ndcg@10"
 GATE = "evaluation"
@@ -29,27 +36,46 @@ GATE = "evaluation"
 Metrics = Mapping[str, Any]
 
 
+def run(ctx: GateContext) -> GateOutcome:
+    """Decide the challenger's blessing from the run's ``evaluation.json``, bound to the
+    model's sha256."""
+    folder = ctx.run_dir
+    evaluation = read_json(folder / "evaluation.json", "evaluation result")
+    result = read_json(folder / "train_result.json", "training result")
+    models = evaluation.get("models", {})
+    return GateOutcome.of(
+        GATE,
+        f"model:{result['model_sha256']}",
+        decide(models, ctx.policy.evaluation),
+        {
+            "overall": metrics_table(models),
+            "slices": {name: m.get("slices", {}) for name, m in models.items()},
+        },
+        str(folder / "evaluation.json"),
+    )
+
+
 def _check(
     name: str, ok: bool, observed: float, expected: str, comment: str, metric: str = PRIMARY
-) -> dict[str, Any]:
+) -> Check:
     # The verdict line says the value, the limit it was held to and what that limit came
     # from ("ndcg@10 0.5317, needs >= 0.5400 (champion 0.5500)"), not a bare number.
-    return {
-        "name": name,
-        "status": "pass" if ok else "fail",
-        "severity": "error",
-        "observed": round(observed, 4),
-        "expected": expected,
-        "comment": comment,
-        "message": f"{metric} {observed:.4f}, needs {expected}",
-    }
+    return check(
+        name,
+        passed=ok,
+        severity="error",
+        comment=comment,
+        observed=round(observed, 4),
+        expected=expected,
+        message=f"{metric} {observed:.4f}, needs {expected}",
+    )
 
 
 def _overall(models: Metrics, name: str) -> dict[str, float]:
     return dict(models.get(name, {}).get("overall", {}))
 
 
-def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
+def decide(models: Metrics, policy: EvaluationPolicy) -> list[Check]:
     """Every check of the gate for one challenger, given the evaluation JSON's ``models``.
 
     ``models`` maps ``challenger``, ``base``, ``bm25`` and optionally ``champion``
@@ -115,9 +141,7 @@ def decide(models: Metrics, policy: EvaluationPolicy) -> list[dict[str, Any]]:
     return checks
 
 
-def _slice_checks(
-    models: Metrics, policy: EvaluationPolicy, reference: str
-) -> list[dict[str, Any]]:
+def _slice_checks(models: Metrics, policy: EvaluationPolicy, reference: str) -> list[Check]:
     mine = models["challenger"].get("slices", {})
     theirs = models.get(reference, {}).get("slices", {})
     checks = []
@@ -136,11 +160,6 @@ def _slice_checks(
             )
         )
     return checks
-
-
-def gate_status(checks: list[dict[str, Any]]) -> str:
-    """``fail`` when any check failed, else ``pass``."""
-    return "fail" if any(c["status"] == "fail" for c in checks) else "pass"
 
 
 def metrics_table(models: Metrics) -> dict[str, dict[str, float]]:

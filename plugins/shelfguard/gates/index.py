@@ -1,0 +1,153 @@
+"""The index gate: the catalog index a pair would serve, judged before it is promoted.
+
+Checks (subject ``index:<sha256>``), measured by the ``shelfguard_train embed`` entry
+point and held to ``governance.yml`` → ``index``:
+
+- **coverage** — every active product has exactly one vector, no deleted
+  product has any, and each vector was built from the product's current text;
+- **vectors** — the dimension is the model's, every value is finite, every
+  vector has unit norm;
+- **model** — the index records the sha256 of the model that built it, and
+  that is the model being promoted with it;
+- **ANN recall** — the approximate search finds at least ``min_ann_recall_at_10``
+  of the exact top 10 on a sample;
+- **canaries** — golden queries find an Exact product in their top 10 at least
+  at ``min_canary_hit_rate``.
+
+See docs/gates/index.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shelfguard.gates.core import Check, GateOutcome, check
+from shelfguard.indexing import embed_paths, embed_result, register_index
+from shelfguard.modeling import ModelingError
+from shelfguard.policy import IndexPolicy
+
+if TYPE_CHECKING:
+    from shelfguard.gates.core import GateContext
+
+GATE = "index"
+NORM_TOLERANCE = 1e-3
+
+
+def run(ctx: GateContext) -> GateOutcome:
+    """Register the run's index and judge it, bound to the index's sha256.
+
+    The index must belong to the model in the run's lineage (``model_sha256``): the
+    challenger on a retraining run, the champion on a catalog refresh.
+    """
+    settings, run_id = ctx.settings, ctx.run_id
+    result = embed_result(settings, run_id)
+    if "checks" not in result:
+        raise ModelingError("the embedding result has no 'checks': was it written by `embed`?")
+    artifact = register_index(settings, ctx.ledger, run_id)
+    model_sha256 = str(ctx.lineage.get("model_sha256") or "")
+    return GateOutcome.of(
+        GATE,
+        f"index:{artifact.sha256}",
+        decide(result["checks"], model_sha256, ctx.policy.index),
+        {
+            "counts": result.get("counts", {}),
+            "products_per_second": result.get("products_per_second"),
+            "seconds": result.get("seconds"),
+            "model_sha256": result["model_sha256"],
+            "canary_misses": (result["checks"].get("canary") or {}).get("misses", [])[:5],
+        },
+        str(embed_paths(settings, run_id)[2]),
+    )
+
+
+def _count(value: Any) -> int:
+    """A count reported either as a number or as ``{"count": n, ...}``."""
+    if isinstance(value, dict):
+        return int(value.get("count", 0))
+    if isinstance(value, list):
+        return len(value)
+    return int(value or 0)
+
+
+def _check(name: str, ok: bool, observed: Any, expected: str, comment: str) -> Check:
+    return check(
+        name, passed=ok, severity="error", comment=comment, observed=observed, expected=expected
+    )
+
+
+def decide(checks: dict[str, Any], model_sha256: str, policy: IndexPolicy) -> list[Check]:
+    """Every check of the index gate from the entry point's measurements.
+
+    ``model_sha256`` is the model the index must belong to: the challenger on a
+    retraining run, the champion on a catalog refresh.
+    """
+    coverage = checks.get("coverage") or {}
+    vectors = checks.get("vectors") or {}
+    model = checks.get("model") or {}
+    ann = checks.get("ann") or {}
+    canary = checks.get("canary") or {}
+    result = []
+    for key, what in (
+        ("missing", "active products without a vector"),
+        ("stale", "vectors of products that are no longer active"),
+        ("duplicates", "products with more than one vector"),
+        ("hash_mismatch", "vectors built from an older text of the product"),
+    ):
+        n = _count(coverage.get(key))
+        sample = coverage.get(key, {}).get("ids", []) if isinstance(coverage.get(key), dict) else []
+        observed = f"{n}" + (f" (e.g. {', '.join(str(i) for i in sample[:5])})" if sample else "")
+        result.append(_check(f"index.coverage.{key}", n == 0, observed, "0", what))
+    dim, expected_dim = vectors.get("dim"), vectors.get("expected_dim")
+    result.append(
+        _check(
+            "index.vectors.dim",
+            dim is not None and dim == expected_dim,
+            dim,
+            f"== {expected_dim}",
+            "the model's embedding dimension",
+        )
+    )
+    bad = _count(vectors.get("non_finite"))
+    result.append(_check("index.vectors.finite", bad == 0, bad, "0", "NaN or infinite values"))
+    low, high = float(vectors.get("norm_min") or 0.0), float(vectors.get("norm_max") or 0.0)
+    result.append(
+        _check(
+            "index.vectors.unit_norm",
+            abs(low - 1) <= NORM_TOLERANCE and abs(high - 1) <= NORM_TOLERANCE,
+            f"{low:.4f}..{high:.4f}",
+            f"1 ± {NORM_TOLERANCE}",
+            "vectors are L2-normalised for cosine search",
+        )
+    )
+    recorded = model.get("manifest_sha256")
+    result.append(
+        _check(
+            "index.model_sha256",
+            recorded == model_sha256 and bool(model.get("matches")),
+            (recorded or "none")[:16],
+            f"== {model_sha256[:16]}",
+            "the index was built by the exact model it is promoted with",
+        )
+    )
+    recall = float(ann.get("recall@10") or 0.0)
+    result.append(
+        _check(
+            "index.ann_recall@10",
+            recall >= policy.min_ann_recall_at_10,
+            round(recall, 4),
+            f">= {policy.min_ann_recall_at_10}",
+            f"approximate vs exact top 10 on {ann.get('sample_size', 0)} sampled products",
+        )
+    )
+    queries = int(canary.get("queries") or 0)
+    rate = float(canary.get("hit_rate") or 0.0)
+    result.append(
+        _check(
+            "index.canary_hit_rate",
+            rate >= policy.min_canary_hit_rate and (queries > 0 or policy.min_canary_hit_rate == 0),
+            round(rate, 4),
+            f">= {policy.min_canary_hit_rate}",
+            f"{canary.get('hits', 0)} of {queries} golden queries find an Exact product in the top 10",
+        )
+    )
+    return result
