@@ -26,14 +26,6 @@ Expectations gates must catch.
 # streams (the random streams), store (generate) and truth (store_truth).
 from shelfguard.generator.clicks import click_outcomes, examination
 from shelfguard.generator.defects import DEFECTS
-from shelfguard.generator.files import (
-    CHANGE_COLUMNS,
-    FILES,
-    LABEL_COLUMNS,
-    PRODUCT_COLUMNS,
-    QUERY_COLUMNS,
-    SEARCH_LOG_COLUMNS,
-)
 from shelfguard.generator.store import (
     MIN_PRODUCTS,
     MIN_SEARCHES,
@@ -42,6 +34,14 @@ from shelfguard.generator.store import (
     generate,
 )
 from shelfguard.generator.truth import StoreTruth, store_truth
+from shelfguard.wands import (
+    CHANGE_COLUMNS,
+    FILES,
+    LABEL_COLUMNS,
+    PRODUCT_COLUMNS,
+    QUERY_COLUMNS,
+    SEARCH_LOG_COLUMNS,
+)
 
 # isort: split
 # The internals shelfguard.store_weeks draws the later weeks of a store from (it reads

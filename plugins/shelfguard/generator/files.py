@@ -1,4 +1,4 @@
-"""The five files: their names and columns, and how their lines reach the disk.
+"""How the five files' lines reach the disk (their names and columns: :mod:`shelfguard.wands`).
 
 Every writer streams through ``_atomic_writer`` (readers never see half a file) and
 ``_encode`` (which turns the bad-UTF-8 markers into raw invalid bytes).
@@ -11,41 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
-
-PRODUCT_COLUMNS = [
-    "product_id",
-    "product_name",
-    "product_class",
-    "category_hierarchy",
-    "product_description",
-    "product_features",
-    "rating_count",
-    "average_rating",
-    "review_count",
-]
-QUERY_COLUMNS = ["query_id", "query", "query_class"]
-LABEL_COLUMNS = ["id", "query_id", "product_id", "label"]
-SEARCH_LOG_COLUMNS = [
-    "search_id",
-    "session_id",
-    "user_id",
-    "user_email",
-    "searched_at",
-    "query",
-    "product_id",
-    "position",
-    "clicked",
-    "added_to_cart",
-    "purchased",
-]
-CHANGE_COLUMNS = ["change_id", "changed_at", "op", *PRODUCT_COLUMNS]
-FILES = {
-    "product": "product.csv",
-    "query": "query.csv",
-    "label": "label.csv",
-    "search_log": "search_log.csv",
-    "catalog_changes": "catalog_changes.csv",
-}
 
 ProgressCallback = Callable[[str, int, int], None]
 _CHUNK_ROWS = 10_000

@@ -10,10 +10,11 @@ import numpy.typing as npt
 
 from shelfguard.generator.catalog import IntArray, _Catalog, _ChangePlan
 from shelfguard.generator.defects import _DEFECT_RATES
-from shelfguard.generator.files import LABEL_COLUMNS, _atomic_writer, _encode, _header
+from shelfguard.generator.files import _atomic_writer, _encode, _header
 from shelfguard.generator.queries import _exact_mask, _Intent, _intent_arrays, _Queries
 from shelfguard.generator.streams import _Streams
 from shelfguard.generator.vocabulary import _PARENT_OF_CLASS, _SIBLINGS
+from shelfguard.wands import LABEL_COLUMNS
 
 # Ground truth grades: 2 = Exact, 1 = Partial, 0 = Irrelevant.
 _LABEL_NAMES = ("Irrelevant", "Partial", "Exact")

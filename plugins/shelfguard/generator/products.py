@@ -16,7 +16,6 @@ from shelfguard.generator.defects import _BAD_NUMBERS, _DEFECT_RATES, _ROW_DEFEC
 from shelfguard.generator.files import (
     _BAD_UTF8_MARKERS,
     _CHUNK_ROWS,
-    PRODUCT_COLUMNS,
     ProgressCallback,
     _atomic_writer,
     _encode,
@@ -32,6 +31,7 @@ from shelfguard.generator.vocabulary import (
     _MODELS,
     _STYLES,
 )
+from shelfguard.wands import PRODUCT_COLUMNS
 
 
 class _ProductRow(NamedTuple):

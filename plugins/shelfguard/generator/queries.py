@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shelfguard.generator.catalog import IntArray, _Catalog
-from shelfguard.generator.files import QUERY_COLUMNS, _atomic_writer, _encode, _header
+from shelfguard.generator.files import _atomic_writer, _encode, _header
 from shelfguard.generator.streams import _Streams
 from shelfguard.generator.vocabulary import (
     _ABBREVIATIONS,
@@ -23,6 +23,7 @@ from shelfguard.generator.vocabulary import (
     _MATERIALS,
     _MISSPELLINGS,
 )
+from shelfguard.wands import QUERY_COLUMNS
 
 # How many Exact products of each query are kept for the search log's ranker to draw from.
 _EXACT_POOL = 32

@@ -15,7 +15,6 @@ from shelfguard.generator.clicks import click_outcomes
 from shelfguard.generator.defects import _DEFECT_RATES
 from shelfguard.generator.files import (
     _CHUNK_ROWS,
-    SEARCH_LOG_COLUMNS,
     ProgressCallback,
     _atomic_writer,
     _encode,
@@ -30,6 +29,7 @@ from shelfguard.generator.vocabulary import (
     _SIBLING_COUNT,
     _SIBLING_TABLE,
 )
+from shelfguard.wands import SEARCH_LOG_COLUMNS
 
 _IMPRESSIONS_PER_SEARCH = 10
 _RANKER_NOISE = 0.9

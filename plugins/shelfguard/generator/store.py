@@ -13,12 +13,13 @@ import numpy as np
 from shelfguard.generator.catalog import _build_catalog, _Catalog, _ChangePlan, _plan_changes
 from shelfguard.generator.changes import _draw_feed, _write_changes
 from shelfguard.generator.defects import DEFECTS
-from shelfguard.generator.files import FILES, ProgressCallback
+from shelfguard.generator.files import ProgressCallback
 from shelfguard.generator.judgements import _write_labels
 from shelfguard.generator.products import _write_products
 from shelfguard.generator.queries import _build_queries, _Queries, _write_queries
 from shelfguard.generator.search_log import _SEARCH_WINDOW, _write_search_log
 from shelfguard.generator.streams import _Streams
+from shelfguard.wands import FILES
 
 MIN_PRODUCTS = 50
 MIN_SEARCHES = 100

@@ -76,7 +76,7 @@ know of, never a ledger entry without its rows; the next ingest of the same file
 loads them again, replacing the rows of the same file content (matched on
 ``_file_sha256``), so nothing is duplicated.
 
-The package's rooms: :mod:`~shelfguard.ingest.contract` (the files, columns and reason
+The package's rooms: :mod:`~shelfguard.wands` (the files, columns and reason
 codes), :mod:`~shelfguard.ingest.scan` (finding, hashing, hazards),
 :mod:`~shelfguard.ingest.parse` (DuckDB's fast and slow paths, quarantine),
 :mod:`~shelfguard.ingest.pseudonymise`, :mod:`~shelfguard.ingest.duckdb_load`,
@@ -89,7 +89,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from shelfguard.failpoints import failpoint
-from shelfguard.ingest.contract import (
+from shelfguard.ingest.duckdb_load import _load_duckdb
+from shelfguard.ingest.manifest import FileManifest, IngestManifest, _from_record, _to_record
+from shelfguard.ingest.postgres_load import (
+    PG_INGEST_LOCK,
+    _load_postgres,
+    pg_connect,
+    pg_table_ddl,
+)
+from shelfguard.ingest.pseudonymise import KeySource, _key_source
+from shelfguard.ingest.purge import RETENTION_LOG, purge_expired_quarantine
+from shelfguard.ingest.scan import _check_has_rows, _scan, batch_id_for, discover
+from shelfguard.ingest.warehouse import Progress, _warehouse_kind
+from shelfguard.ledger import Ledger
+from shelfguard.wands import (
     BLANK_LINE,
     CHANGE_COLUMNS,
     CONTROL_CHARACTER,
@@ -111,19 +124,6 @@ from shelfguard.ingest.contract import (
     FileSpec,
     IngestError,
 )
-from shelfguard.ingest.duckdb_load import _load_duckdb
-from shelfguard.ingest.manifest import FileManifest, IngestManifest, _from_record, _to_record
-from shelfguard.ingest.postgres_load import (
-    PG_INGEST_LOCK,
-    _load_postgres,
-    pg_connect,
-    pg_table_ddl,
-)
-from shelfguard.ingest.pseudonymise import KeySource, _key_source
-from shelfguard.ingest.purge import RETENTION_LOG, purge_expired_quarantine
-from shelfguard.ingest.scan import _check_has_rows, _scan, batch_id_for, discover
-from shelfguard.ingest.warehouse import Progress, _warehouse_kind
-from shelfguard.ledger import Ledger
 
 __all__ = [
     "BLANK_LINE",

@@ -8,7 +8,6 @@ from pathlib import Path
 import duckdb
 
 from shelfguard import duckdb_wait
-from shelfguard.ingest.contract import QUARANTINE_COLUMNS, RAW_META, SPECS
 from shelfguard.ingest.manifest import FileManifest
 from shelfguard.ingest.parse import (
     _file_manifest,
@@ -27,6 +26,7 @@ from shelfguard.ingest.pseudonymise import (
 )
 from shelfguard.ingest.scan import _Scanned
 from shelfguard.ingest.warehouse import Progress
+from shelfguard.wands import QUARANTINE_COLUMNS, RAW_META, SPECS
 
 
 def _columns_sql(columns: dict[str, str]) -> str:

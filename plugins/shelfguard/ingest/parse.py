@@ -17,7 +17,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from shelfguard.ingest.contract import (
+from shelfguard.ingest.manifest import FileManifest
+from shelfguard.ingest.scan import _CHUNK, _CONTROL_BYTE, _Scanned
+from shelfguard.wands import (
     BLANK_LINE,
     CONTROL_CHARACTER,
     INVALID_UTF8,
@@ -31,8 +33,6 @@ from shelfguard.ingest.contract import (
     UNPARSEABLE_VALUE,
     IngestError,
 )
-from shelfguard.ingest.manifest import FileManifest
-from shelfguard.ingest.scan import _CHUNK, _CONTROL_BYTE, _Scanned
 
 # DuckDB's reject error types -> the reason codes governance owners read. A line can have
 # several (a tab inside a number: TOO MANY COLUMNS and CAST); the first in this order wins.

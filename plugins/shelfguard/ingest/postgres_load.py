@@ -13,7 +13,6 @@ from typing import Any
 
 import duckdb
 
-from shelfguard.ingest.contract import QUARANTINE_COLUMNS, RAW_META, SPECS, IngestError
 from shelfguard.ingest.manifest import FileManifest
 from shelfguard.ingest.parse import (
     _file_manifest,
@@ -35,6 +34,7 @@ from shelfguard.ingest.pseudonymise import (
 from shelfguard.ingest.scan import _Scanned
 from shelfguard.ingest.warehouse import Progress
 from shelfguard.pseudonyms import pseudonym
+from shelfguard.wands import QUARANTINE_COLUMNS, RAW_META, SPECS, IngestError
 
 _PG_TYPES = {
     "DOUBLE": "double precision",
