@@ -19,64 +19,12 @@ from __future__ import annotations
 
 from shelfguard.ledger.aliases import AliasesMixin
 from shelfguard.ledger.approvals import ApprovalsMixin
-from shelfguard.ledger.engine import MIGRATIONS_DIR, alembic_config
 from shelfguard.ledger.ingestion import IngestionMixin
-from shelfguard.ledger.records import (
-    ALIAS_ACTIONS,
-    APPROVAL_CHANNELS,
-    BATCH_STATES,
-    DECISIONS,
-    FINAL_OUTCOMES,
-    GATE_STATUSES,
-    OUTCOMES,
-    AliasMove,
-    AliasRecord,
-    ApprovalRecord,
-    ArtifactRecord,
-    BatchEventRecord,
-    BatchRecord,
-    ChainProblem,
-    GateRecord,
-    IngestFileRecord,
-    LedgerError,
-    LedgerTampered,
-    PolicyApprovalRecord,
-    RetentionPurgeRecord,
-    RunRecord,
-    SnapshotRecord,
-    VerifyReport,
-)
+from shelfguard.ledger.records import AliasRecord
 from shelfguard.ledger.runs import RunsMixin
 from shelfguard.ledger.verify import VerifyMixin
 
-__all__ = [
-    "ALIAS_ACTIONS",
-    "APPROVAL_CHANNELS",
-    "BATCH_STATES",
-    "DECISIONS",
-    "FINAL_OUTCOMES",
-    "GATE_STATUSES",
-    "MIGRATIONS_DIR",
-    "OUTCOMES",
-    "AliasMove",
-    "AliasRecord",
-    "ApprovalRecord",
-    "ArtifactRecord",
-    "BatchEventRecord",
-    "BatchRecord",
-    "ChainProblem",
-    "GateRecord",
-    "IngestFileRecord",
-    "Ledger",
-    "LedgerError",
-    "LedgerTampered",
-    "PolicyApprovalRecord",
-    "RetentionPurgeRecord",
-    "RunRecord",
-    "SnapshotRecord",
-    "VerifyReport",
-    "alembic_config",
-]
+__all__ = ["Ledger", "open_ledger"]
 
 
 class Ledger(RunsMixin, IngestionMixin, ApprovalsMixin, AliasesMixin, VerifyMixin):
