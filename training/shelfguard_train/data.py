@@ -28,11 +28,13 @@ __all__ = [
     "GOLDEN_FILE",
     "PAIRS_FILE",
     "PRODUCTS_FILE",
+    "CatalogProduct",
     "DataContractError",
     "Judgement",
     "Pair",
     "Product",
     "file_sha256",
+    "read_catalog",
     "read_golden",
     "read_pairs",
     "read_products",
@@ -211,6 +213,45 @@ def read_golden(data_dir: Path) -> list[Judgement]:
             )
     _check_unique(path, [(j.query_id, j.product_id) for j in judgements], "(query_id, product_id)")
     return sorted(judgements, key=lambda j: (j.query_id, j.product_id))
+
+
+@dataclass(frozen=True)
+class CatalogProduct:
+    """One active product as the index needs it: its text, hash and display fields."""
+
+    product_id: int
+    text: str
+    content_hash: str
+    product_name: str
+    product_class: str
+
+
+def read_catalog(path: Path) -> list[CatalogProduct]:
+    """Read and check an exported ``products.parquet``; rows come back in product_id order.
+
+    ``product_name`` is optional (older exports lack it) and reads as an empty string
+    when absent. Product ids must be non-negative: they are the ANN index's unsigned keys.
+    """
+    columns = _read(path, _PRODUCTS_COLUMNS, optional={"product_name": _STRING})
+    names = columns.get("product_name") or [""] * len(columns["product_id"])
+    products = [
+        CatalogProduct(product_id=p, text=t, content_hash=h, product_name=n, product_class=c)
+        for p, t, h, n, c in zip(
+            columns["product_id"],
+            columns["text_to_embed"],
+            columns["content_hash"],
+            names,
+            columns["product_class"],
+            strict=True,
+        )
+    ]
+    products = checked_products(path, products)
+    for product in products:
+        if product.product_id < 0:
+            raise DataContractError(
+                f"{path}: column 'product_id' must be >= 0, got {product.product_id}"
+            )
+    return products
 
 
 def file_sha256(path: Path) -> str:
