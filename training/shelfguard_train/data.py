@@ -14,7 +14,6 @@ Every violation raises ``DataContractError`` naming the file and the column.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from shelfguard_train.hashing import file_sha256
 
 __all__ = [
     "GOLDEN_FILE",
@@ -252,15 +253,6 @@ def read_catalog(path: Path) -> list[CatalogProduct]:
                 f"{path}: column 'product_id' must be >= 0, got {product.product_id}"
             )
     return products
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of one file's bytes, to record which inputs a result came from."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read(

@@ -47,8 +47,9 @@ from shelfguard_train.ann import (
     plan_ann,
 )
 from shelfguard_train.config import EmbedConfig
-from shelfguard_train.data import CatalogProduct, file_sha256, read_catalog
+from shelfguard_train.data import CatalogProduct, read_catalog
 from shelfguard_train.encode import embedding_dimension, encode_precision, encode_texts
+from shelfguard_train.hashing import file_sha256
 from shelfguard_train.index_checks import check_index
 from shelfguard_train.index_format import (
     ANN_FILE,

@@ -20,7 +20,6 @@ reads them back and gives the folder its identity.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from shelfguard_train.hashing import files_sha256
 
 __all__ = [
     "ANN_FILE",
@@ -64,19 +65,12 @@ def index_sha256(index_dir: Path) -> str:
     """sha256 over the index files in ``INDEX_FILES`` order: the index's identity.
 
     Each file contributes its name, a NUL byte, its size as 8 big-endian bytes and its
-    content (as ``model_sha256`` does for a model folder).
+    content (``files_sha256``, as ``model_sha256`` does for a model folder).
     """
-    digest = hashlib.sha256()
     for name in INDEX_FILES:
-        path = index_dir / name
-        if not path.is_file():
+        if not (index_dir / name).is_file():
             raise FileNotFoundError(f"{index_dir}: not an index folder ({name} is missing)")
-        digest.update(name.encode("utf-8") + b"\0")
-        digest.update(path.stat().st_size.to_bytes(8, "big"))
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_sha256(index_dir, INDEX_FILES)
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any]:

@@ -45,7 +45,6 @@ from shelfguard_train.data import (
     PAIRS_FILE,
     PRODUCTS_FILE,
     DataContractError,
-    file_sha256,
     read_pairs,
     read_products,
 )
@@ -55,6 +54,7 @@ from shelfguard_train.examples import (
     build_examples,
     validation_examples,
 )
+from shelfguard_train.hashing import file_sha256
 from shelfguard_train.model import (
     CARD_FILENAME,
     Runtime,
