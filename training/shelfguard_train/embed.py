@@ -4,7 +4,6 @@
 tests call it). It encodes every active product's ``text_to_embed`` with the model at
 ``config.model_dir`` (L2-normalised float32), or in incremental mode only the products
 that are new or whose ``content_hash`` changed since ``config.previous_index_dir``, and
-writes an index folder:
 writes an index folder (its files and manifest: ``shelfguard_train.index_format``);
 the ANN graph is built from scratch or, in incremental mode, the previous one is
 updated (``shelfguard_train.ann``).
