@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from shelfguard_train import ann as ann_module
 from shelfguard_train import embed as embed_module
 from shelfguard_train.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from shelfguard_train.config import (
@@ -247,7 +248,7 @@ def test_incremental_rebuilds_the_graph_once_removals_pass_the_share(
     updated = json.loads((embed(config).index_dir / MANIFEST_FILE).read_text())
     assert (updated["ann"]["built"], updated["ann"]["removed_since_build"]) == ("updated", 3)
 
-    monkeypatch.setattr(embed_module, "ANN_REBUILD_SHARE", 2 / len(rows))
+    monkeypatch.setattr(ann_module, "ANN_REBUILD_SHARE", 2 / len(rows))
     rebuilt = embed(
         embed_config(products, tiny_model, tmp_path / "rebuilt", previous_index_dir=previous)
     )

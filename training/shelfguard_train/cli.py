@@ -35,7 +35,7 @@ from shelfguard_train.config import (
     config_help,
 )
 from shelfguard_train.data import DataContractError
-from shelfguard_train.embed import EmbedError
+from shelfguard_train.index_format import EmbedError
 from shelfguard_train.storage import AnyConfig, staged, write_result
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]
@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "embed":
         return _staged_run(EmbedConfig, _embed, args)
     if args.command == "check-index":
-        from shelfguard_train.embed import check_index
+        from shelfguard_train.index_checks import check_index
 
         if args.sample_size < 1 or args.k < 1:
             raise ConfigError("--sample-size and --k must be >= 1")

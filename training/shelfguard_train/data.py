@@ -14,7 +14,6 @@ Every violation raises ``DataContractError`` naming the file and the column.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,15 +23,19 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shelfguard_train.hashing import file_sha256
+
 __all__ = [
     "GOLDEN_FILE",
     "PAIRS_FILE",
     "PRODUCTS_FILE",
+    "CatalogProduct",
     "DataContractError",
     "Judgement",
     "Pair",
     "Product",
     "file_sha256",
+    "read_catalog",
     "read_golden",
     "read_pairs",
     "read_products",
@@ -213,13 +216,43 @@ def read_golden(data_dir: Path) -> list[Judgement]:
     return sorted(judgements, key=lambda j: (j.query_id, j.product_id))
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of one file's bytes, to record which inputs a result came from."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class CatalogProduct:
+    """One active product as the index needs it: its text, hash and display fields."""
+
+    product_id: int
+    text: str
+    content_hash: str
+    product_name: str
+    product_class: str
+
+
+def read_catalog(path: Path) -> list[CatalogProduct]:
+    """Read and check an exported ``products.parquet``; rows come back in product_id order.
+
+    ``product_name`` is optional (older exports lack it) and reads as an empty string
+    when absent. Product ids must be non-negative: they are the ANN index's unsigned keys.
+    """
+    columns = _read(path, _PRODUCTS_COLUMNS, optional={"product_name": _STRING})
+    names = columns.get("product_name") or [""] * len(columns["product_id"])
+    products = [
+        CatalogProduct(product_id=p, text=t, content_hash=h, product_name=n, product_class=c)
+        for p, t, h, n, c in zip(
+            columns["product_id"],
+            columns["text_to_embed"],
+            columns["content_hash"],
+            names,
+            columns["product_class"],
+            strict=True,
+        )
+    ]
+    products = checked_products(path, products)
+    for product in products:
+        if product.product_id < 0:
+            raise DataContractError(
+                f"{path}: column 'product_id' must be >= 0, got {product.product_id}"
+            )
+    return products
 
 
 def _read(

@@ -38,10 +38,10 @@ from shelfguard_train.data import (
     GOLDEN_FILE,
     PRODUCTS_FILE,
     Judgement,
-    file_sha256,
     read_golden,
     read_products,
 )
+from shelfguard_train.hashing import file_sha256
 from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
 
 if TYPE_CHECKING:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shelfguard_train.config import PRECISIONS, ConfigError
+from shelfguard_train.hashing import files_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -135,18 +135,5 @@ def model_sha256(model_dir: Path, exclude: tuple[str, ...] = (CARD_FILENAME,)) -
     """
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model folder not found: {model_dir}")
-    files = sorted(
-        (p for p in model_dir.rglob("*") if p.is_file()),
-        key=lambda p: p.relative_to(model_dir).as_posix(),
-    )
-    digest = hashlib.sha256()
-    for file in files:
-        relative = file.relative_to(model_dir).as_posix()
-        if relative in exclude:
-            continue
-        digest.update(relative.encode("utf-8") + b"\0")
-        digest.update(file.stat().st_size.to_bytes(8, "big"))
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    files = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    return files_sha256(model_dir, [relative for relative in files if relative not in exclude])

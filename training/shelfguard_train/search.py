@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shelfguard_train.embed import (
-    ann_search,
-    encode_texts,
+from shelfguard_train.ann import ann_search, open_ann
+from shelfguard_train.encode import encode_texts
+from shelfguard_train.index_format import (
     index_precision,
     index_sha256,
-    open_ann,
     read_index_products,
     read_manifest,
 )

@@ -61,8 +61,8 @@ from shelfguard_train.config import (
     load_config,
 )
 from shelfguard_train.data import DataContractError
-from shelfguard_train.embed import EmbedError
 from shelfguard_train.evaluate import write_json
+from shelfguard_train.index_format import EmbedError
 
 __all__ = ["STAGING_DIR_ENV", "AnyConfig", "Finish", "is_uri", "staged", "write_result"]
 
