@@ -65,3 +65,10 @@ def home_ledger(settings: Settings) -> Any:
     ledger = open_ledger(settings.ledger_url)
     reap_abandoned(settings, ledger)
     return ledger
+
+
+def checked_limit(limit: int) -> int:
+    """``--limit`` as given, refused below 1 (every listing command takes one)."""
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    return limit

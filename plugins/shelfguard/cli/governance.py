@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from shelfguard.cli import common
-from shelfguard.cli.common import TamperedError, UsageError, home_ledger
+from shelfguard.cli.common import TamperedError, UsageError, checked_limit, home_ledger
 from shelfguard.config import Settings
 from shelfguard.failpoints import failpoint
 
@@ -258,8 +258,7 @@ def cmd_batches(args: argparse.Namespace, settings: Settings) -> int:
 
     if getattr(args, "action", None) == "purge":
         return _purge(args, settings)
-    if args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    checked_limit(args.limit)
     ledger = home_ledger(settings)
     try:
         batches = ledger.batches(limit=args.limit, state=args.state)

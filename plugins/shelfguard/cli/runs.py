@@ -14,7 +14,7 @@ from typing import Any
 from rich.table import Table
 
 from shelfguard.cli import common
-from shelfguard.cli.common import EXIT_CODES, OUTCOME_STYLE, UsageError, home_ledger
+from shelfguard.cli.common import EXIT_CODES, OUTCOME_STYLE, UsageError, checked_limit, home_ledger
 from shelfguard.config import Settings
 
 
@@ -248,8 +248,7 @@ def _tampered_line(ledger_state: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the champion and recent runs; a ledger that fails verification prints
     a TAMPERED line first and exits 1 (also with ``--json``, whose ``ledger`` says why)."""
-    if args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    checked_limit(args.limit)
     payload = status_payload(settings, args.limit)
     intact = bool(payload["ledger"]["intact"])
     code = 0 if intact else 1
@@ -283,8 +282,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     """``shelfguard history``: every version of the champion, and the recent outcomes."""
-    if args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    checked_limit(args.limit)
     ledger = home_ledger(settings)
     try:
         moves = []
