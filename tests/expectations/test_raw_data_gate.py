@@ -152,6 +152,29 @@ def test_aggregate_checks_report_the_share_against_the_limit(home: Any) -> None:
     assert all(s["product_id"] >= 1_000_000 for s in check["sample_rows"])
 
 
+def test_searches_for_golden_queries_warn_before_training(home: Any) -> None:
+    clean = check_named(home.raw_gate().checks, "raw_search_log.query_not_golden")
+    outcome = home.raw_gate("golden_leak")
+    sha256 = home.ledger.get_run(home.land("golden_leak")).lineage["inputs"]["query.csv"]
+    with duckdb.connect(str(home.settings.duckdb_path), read_only=True) as con:
+        golden = {
+            query
+            for (query,) in con.execute(
+                "select query from raw.queries where _file_sha256 = ?", [sha256]
+            ).fetchall()
+        }
+
+    leak = check_named(outcome.checks, "raw_search_log.query_not_golden")
+
+    assert clean["status"] == "pass"
+    # A warning, not a block: the training_data gate blocks the leak if it reaches training.
+    assert outcome.status == "warn", outcome.summary
+    assert (leak["status"], leak["severity"]) == ("warn", "warn")
+    assert leak["comment"] and leak["unexpected_count"] > 0
+    assert all(set(s) >= {"search_id", "position", "_line_number"} for s in leak["sample_rows"])
+    assert {s["query"] for s in leak["sample_rows"]} <= golden
+
+
 def test_other_batches_in_the_same_tables_do_not_leak_into_a_gate(home: Any) -> None:
     for defect in DEFECT_CHECKS:
         home.land(defect)
