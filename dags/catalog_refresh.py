@@ -38,12 +38,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from shelfguard import tasks
-from shelfguard.assets import MARTS
+from shelfguard.airflow import tasks
+from shelfguard.airflow.assets import MARTS
+from shelfguard.airflow.cosmos import dbt_task_group
+from shelfguard.airflow.launch import training_operator
+from shelfguard.airflow.operators import GateOperator, approval_operator
 from shelfguard.config import task_retry_delay
-from shelfguard.cosmos_dbt import dbt_task_group
-from shelfguard.launch import training_operator
-from shelfguard.operators import GateOperator, approval_operator
 
 REFRESH = "ti.xcom_pull(task_ids='prepare_index_refresh')"
 

@@ -44,11 +44,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from shelfguard import tasks
-from shelfguard.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
+from shelfguard.airflow import tasks
+from shelfguard.airflow.assets import DIM_PRODUCTS, FCT_GOLDEN_JUDGEMENTS, FCT_TRAINING_PAIRS
+from shelfguard.airflow.launch import training_operator
+from shelfguard.airflow.operators import GateOperator, OnlineGateOperator, approval_operator
 from shelfguard.config import task_retry_delay
-from shelfguard.launch import training_operator
-from shelfguard.operators import GateOperator, OnlineGateOperator, approval_operator
 
 PREPARED = "ti.xcom_pull(task_ids='prepare_training')"
 REGISTERED = "ti.xcom_pull(task_ids='register_model')"

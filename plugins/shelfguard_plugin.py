@@ -5,7 +5,7 @@ under ``/shelfguard`` and adds a "Governance" entry to the UI's navigation, whic
 shows the console inside Airflow. Each finished run of a shelfguard DAG gets a note
 with its outcome (BLOCKED is told apart from a crash) and a link to its console page,
 and the gate tasks and ``finalize`` a "Governance evidence" link
-(:mod:`shelfguard.evidence_links`). Airflow mounts plugin apps without authentication:
+(:mod:`shelfguard.airflow.evidence_links`). Airflow mounts plugin apps without authentication:
 every console route authenticates through Airflow's auth manager itself.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from shelfguard.airflow.evidence_links import URL_PREFIX, EvidenceLink, RunNotes
 from shelfguard.console import create_app
-from shelfguard.evidence_links import URL_PREFIX, EvidenceLink, RunNotes
 
 
 class ShelfguardPlugin(AirflowPlugin):

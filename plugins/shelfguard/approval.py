@@ -20,7 +20,7 @@ rejection (invariant 6), every decision lands in the ledger, and a rejection
 fails the task so nothing downstream promotes; the run ends REJECTED.
 
 This module holds the rules and imports no Airflow (``shelfguard approve`` uses it);
-the approval tasks are in :mod:`shelfguard.operators`.
+the approval tasks are in :mod:`shelfguard.airflow.operators`.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def wait_for_decision(
 def evidence(ledger: Ledger, run_id: str, report: str | None = None) -> str:
     """The approver's evidence in Markdown: the run's console page, gate verdicts,
     golden-set metrics, and the report (``report``: its address) when there is one."""
-    from shelfguard.evidence_links import run_page_url
+    from shelfguard.airflow.evidence_links import run_page_url
 
     run = ledger.get_run(run_id)
     lines = [

@@ -144,7 +144,7 @@ def _pair_lines(alias: AliasRecord | None) -> list[str]:
 
 def _notifier(channel: NotifyChannel, notice: Notice) -> Any:
     if channel.type == "webhook":
-        from shelfguard.notifiers import WebhookNotifier
+        from shelfguard.airflow.notifiers import WebhookNotifier
 
         return WebhookNotifier(url=str(channel.url), payload=notice.payload())
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier

@@ -415,7 +415,7 @@ def test_a_failed_gate_marked_success_in_airflow_does_not_promote(
             (dag_id, airflow_run_id),
         ).rowcount
     assert changed == 1
-    from shelfguard.embedded import airflow_env
+    from shelfguard.airflow.embedded import airflow_env
 
     env = airflow_env(settings, _env(home, policy))
     promote = subprocess.run(

@@ -56,7 +56,8 @@ RETRAIN_RUN = "manual__interleaved"
 _TASK = """
 import json, sys
 from types import SimpleNamespace
-from shelfguard import gates, tasks
+from shelfguard import gates
+from shelfguard.airflow import tasks
 
 class TI:
     def xcom_push(self, key, value): pass

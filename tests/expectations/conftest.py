@@ -21,7 +21,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from shelfguard import tasks
+from shelfguard.airflow import tasks
 from shelfguard.config import Settings, load_settings
 from shelfguard.gates import GateOutcome, run_gate
 from shelfguard.generator import generate

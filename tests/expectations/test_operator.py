@@ -15,8 +15,8 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
+from shelfguard.airflow.operators import GateOperator
 from shelfguard.config import project_root
-from shelfguard.operators import GateOperator
 
 
 def test_an_error_check_failing_fails_the_task(fresh_home: Any) -> None:
@@ -57,7 +57,7 @@ def test_the_gate_name_is_a_template_field() -> None:
 
 def test_importing_the_operators_stays_cheap_for_dag_parsing() -> None:
     heavy = ["great_expectations", "pandas", "duckdb", "shelfguard.gates", "shelfguard.quality"]
-    code = f"import sys, shelfguard.operators\nprint([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, shelfguard.airflow.operators\nprint([m for m in {heavy!r} if m in sys.modules])"
 
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 from shelfguard import indexing, modeling, publication
+from shelfguard.airflow.tasks import land_source, promote_run, publish_candidate, recover
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.run_context import RunContext, pin_policy
-from shelfguard.tasks import land_source, promote_run, publish_candidate, recover
 
 
 def land(settings: Settings, ledger: Ledger, run_id: str, source: Path) -> None:

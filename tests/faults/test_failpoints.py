@@ -41,6 +41,7 @@ from signing_support import approvers, signer, write_keys
 from steps import land
 
 from shelfguard import indexing, modeling, publication
+from shelfguard.airflow.tasks import publish_candidate
 from shelfguard.approval import record_decision
 from shelfguard.config import Settings, load_settings, project_root
 from shelfguard.failpoints import FAILPOINTS_ENV, POINTS
@@ -52,7 +53,6 @@ from shelfguard.policy_approval import approve as approve_policy
 from shelfguard.promotion import promote
 from shelfguard.quality import open_warehouse
 from shelfguard.run_context import RunContext, pin_policy
-from shelfguard.tasks import publish_candidate
 from shelfguard_train.embed import INDEX_FILES, index_sha256
 from shelfguard_train.model import model_sha256
 

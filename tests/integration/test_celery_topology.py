@@ -399,7 +399,7 @@ def stack(
         # The governance owner signs the production policy into force (runs refuse it before).
         approve(ledger, policy, signer("governance-owner"), comment="production policy")
         ledger.dispose()
-        from shelfguard.embedded import ensure_dbt_manifest
+        from shelfguard.airflow.embedded import ensure_dbt_manifest
 
         ensure_dbt_manifest(settings)
         stack.run("db-migrate", "db", "migrate")

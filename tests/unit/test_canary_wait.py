@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shelfguard.canary_wait import CanaryTrigger
+from shelfguard.airflow.canary_trigger import CanaryTrigger
 from shelfguard.serving.served_log import ServedLog
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Airflow points at the evidence: run notes, extra links (shelfguard.evidence_links)."""
+"""Airflow points at the evidence: run notes, extra links (shelfguard.airflow.evidence_links)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import importlib.util
 
 from airflow.models.taskinstancekey import TaskInstanceKey
 
+from shelfguard.airflow.evidence_links import EvidenceLink, RunNotes, run_note, run_page_url
 from shelfguard.config import Settings, project_root
-from shelfguard.evidence_links import EvidenceLink, RunNotes, run_note, run_page_url
 from shelfguard.ledger import open_ledger
 
 DAG_ID = "catalog_refresh"

@@ -12,9 +12,9 @@ import yaml
 from airflow.sdk.exceptions import AirflowFailException
 from signing_support import approvers, signer
 
+from shelfguard.airflow.operators import hitl_operator
 from shelfguard.config import load_settings, project_root
 from shelfguard.ledger import Ledger, open_ledger
-from shelfguard.operators import hitl_operator
 from shelfguard.policy_approval import approve
 from shelfguard.run_context import pin_policy
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shelfguard.config import load_settings
-from shelfguard.launch import (
+from shelfguard.airflow.launch import (
     LocalTrainingOperator,
     TrainingProcessError,
     pod_operator,
     run_entry_point,
     training_operator,
 )
+from shelfguard.config import load_settings
 
 SENTINEL = "s3cr3t-value-that-must-never-appear"
 ARGS = [

@@ -148,8 +148,8 @@ def test_retraining_chain_through_file_transport(tmp_path: Path) -> None:
 
 
 def test_embedded_env_uses_the_file_transport_under_home(tmp_path: Path) -> None:
+    from shelfguard.airflow.embedded import airflow_env
     from shelfguard.config import load_settings
-    from shelfguard.embedded import airflow_env
 
     settings = load_settings({"SHELFGUARD_HOME": str(tmp_path)})
     env = airflow_env(settings, base={})

@@ -81,7 +81,7 @@ def run_pipeline(
     extra_conf: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run a DAG on the embedded runtime; returns the outcome and a JSON-ready summary."""
-    from shelfguard.embedded import EmbeddedRunError, run_dag
+    from shelfguard.airflow.embedded import EmbeddedRunError, run_dag
     from shelfguard.progress import TaskEvent
 
     _require_policy_in_force(settings)

@@ -10,7 +10,7 @@ signed-in user as their author.
 
 from __future__ import annotations
 
+from shelfguard.airflow.evidence_links import URL_PREFIX
 from shelfguard.console.app import create_app
-from shelfguard.evidence_links import URL_PREFIX
 
 __all__ = ["URL_PREFIX", "create_app"]

@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from shelfguard.airflow.evidence_links import URL_PREFIX
 from shelfguard.config import Settings
-from shelfguard.evidence_links import URL_PREFIX
 
 #: The demo users and their Airflow roles (SimpleAuthManager: VIEWER < USER < OP < ADMIN).
 DEMO_USERS: Mapping[str, str] = {"governance-owner": "USER", "data-engineer": "OP"}
@@ -59,7 +59,7 @@ def ensure_demo_passwords(settings: Settings) -> dict[str, str]:
 
 def console_env(settings: Settings, host: str, port: int) -> dict[str, str]:
     """The embedded Airflow environment plus the api-server's address and its users."""
-    from shelfguard.embedded import airflow_env
+    from shelfguard.airflow.embedded import airflow_env
 
     env = airflow_env(settings)
     env.update(
@@ -88,7 +88,7 @@ def start_api_server(
     settings: Settings, host: str, port: int, *, log_path: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``airflow api-server`` on the embedded home (its database migrated first)."""
-    from shelfguard.embedded import ensure_airflow_db
+    from shelfguard.airflow.embedded import ensure_airflow_db
 
     ensure_airflow_db(settings)
     ensure_demo_passwords(settings)

@@ -12,7 +12,7 @@ index          the catalog index                ``index:<sha256>``              
 online         the canary's served answers      ``pair:<model>:<index>``        the online gate task
 ============== ================================ =============================== ===================
 
-(:class:`GateOperator` is :class:`shelfguard.operators.GateOperator`.)
+(:class:`GateOperator` is :class:`shelfguard.airflow.operators.GateOperator`.)
 
 :func:`run_gate` runs a gate by name for a run and records its outcome. Each gate module
 exposes ``GATE`` and ``run(ctx) -> GateOutcome``; severities come from the suite files and

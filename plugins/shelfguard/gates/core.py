@@ -12,7 +12,7 @@ A gate is a module of this package with
   data gate moves the batch to ``gated`` or ``blocked``).
 
 :func:`shelfguard.gates.run_gate` runs one by name and records its outcome as ONE
-``gate_results`` row (:func:`record`); :class:`shelfguard.operators.GateOperator` is the
+``gate_results`` row (:func:`record`); :class:`shelfguard.airflow.operators.GateOperator` is the
 one Airflow operator for every gate the DAGs run.
 
 Every check is a :data:`Check` built by :func:`check`, and every gate's status follows

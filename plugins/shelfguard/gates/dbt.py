@@ -1,7 +1,7 @@
 """The dbt gate: every model built and every dbt test passed, one row per Cosmos task.
 
 Cosmos runs one dbt command per task and, after it, hands the command's
-``run_results.json`` to :func:`shelfguard.cosmos_dbt.record_dbt_results`, which runs this
+``run_results.json`` to :func:`shelfguard.airflow.cosmos.record_dbt_results`, which runs this
 gate with the node results as ``evidence`` (``results``, and ``subject``: the task id).
 A node that errored or a test that failed fails the gate (dbt's ``warn`` severity
 warns), so the governance report lists every model and test. A failing dbt test also

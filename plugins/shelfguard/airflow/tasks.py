@@ -56,7 +56,7 @@ def start_run(context: Mapping[str, Any]) -> str:
     will read from start to end.
     """
     from shelfguard import publication
-    from shelfguard.cosmos_dbt import K_ANONYMITY_XCOM, MARTS_SCHEMA_XCOM
+    from shelfguard.airflow.cosmos import K_ANONYMITY_XCOM, MARTS_SCHEMA_XCOM
 
     settings = load_settings()
     settings.ensure_dirs()
@@ -170,7 +170,7 @@ def land_source(
 
 def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     """Land the source folder (:func:`land_source`) and record the ``ingest`` gate."""
-    from shelfguard.cosmos_dbt import CANDIDATE_BATCH_XCOM
+    from shelfguard.airflow.cosmos import CANDIDATE_BATCH_XCOM
     from shelfguard.gates import run_gate
     from shelfguard.ingest import IngestError
 
@@ -211,7 +211,7 @@ def publish_candidate(ctx: RunContext) -> PublishedSnapshot:
     the newest few are dropped unless a running run pinned them.
     """
     from shelfguard import modeling, publication
-    from shelfguard.assets import MARTS
+    from shelfguard.airflow.assets import MARTS
     from shelfguard.gates import MART_TABLES
 
     fingerprint = modeling.training_snapshot(ctx.ledger, ctx.run_id)
@@ -253,7 +253,7 @@ def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
     Asset event (the task's outlets) carries the snapshot's id and fingerprint.
     """
     from shelfguard import publication
-    from shelfguard.assets import MARTS
+    from shelfguard.airflow.assets import MARTS
 
     ctx = RunContext.from_airflow(context)
     try:

@@ -245,7 +245,7 @@ class OnlineGateOperator(BaseOperator):
         import time
 
         from shelfguard import canary
-        from shelfguard.canary_wait import CanaryTrigger
+        from shelfguard.airflow.canary_trigger import CanaryTrigger
         from shelfguard.config import load_settings
         from shelfguard.promotion import ALIAS
 
