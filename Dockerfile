@@ -71,7 +71,7 @@ RUN pip install --no-deps -e . \
 # (the URL only selects the target; host and credentials are not used while parsing).
 ARG DBT_PARSE_WAREHOUSE_URL=postgresql://shelfguard_warehouse@postgres:5432/shelfguard_warehouse
 RUN SHELFGUARD_HOME=/tmp/shelfguard-build SHELFGUARD_WAREHOUSE_URL="${DBT_PARSE_WAREHOUSE_URL}" \
-        python -c "from shelfguard.config import load_settings; from shelfguard.dbt import parse_project; parse_project(load_settings())" \
+        python -c "from shelfguard.config import load_settings; from shelfguard.data.dbt_project import parse_project; parse_project(load_settings())" \
     && rm -rf /tmp/shelfguard-build dbt_project/logs
 
 WORKDIR /opt/airflow

@@ -22,7 +22,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := dbt_project/dbt_project.yml dbt_project/profiles.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null)
 
 $(MANIFEST): $(STAMP) $(DBT_SOURCES)
-	$(BIN)/python -c "from shelfguard.config import load_settings; from shelfguard.dbt import parse_project; parse_project(load_settings())"
+	$(BIN)/python -c "from shelfguard.config import load_settings; from shelfguard.data.dbt_project import parse_project; parse_project(load_settings())"
 
 demo: $(STAMP) $(MANIFEST)
 	$(BIN)/shelfguard demo

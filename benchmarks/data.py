@@ -43,7 +43,7 @@ def _mark_done(folder: Path, params: dict[str, Any]) -> None:
 
 def generate_store(work: Path, products: int, seed: int) -> tuple[Path, float]:
     """Generate (or reuse) the WANDS files; returns their folder and the seconds it took."""
-    from shelfguard.generator import generate
+    from shelfguard.data.generator import generate
 
     folder = store_dir(work, products, seed) / "wands"
     params = {"products": products, "seed": seed}

@@ -88,12 +88,12 @@ def prepare(work: Path, size: int, seed: int, export: bool) -> Result:
 
 
 # --------------------------------------------------------------------------------------
-# ingest: shelfguard.ingest.ingest vs DuckDB reading the file into a table by itself
+# ingest: shelfguard.data.ingest.ingest vs DuckDB reading the file into a table by itself
 # --------------------------------------------------------------------------------------
 
 
 def _floor_sql(path: Path) -> str:
-    from shelfguard.ingest import SPECS
+    from shelfguard.data.ingest import SPECS
 
     with path.open("rb") as handle:
         header = handle.readline().decode("utf-8").rstrip("\r\n").split("\t")
@@ -139,7 +139,7 @@ def ingest_stage(work: Path, size: int, seed: int, repeats: int = INGEST_REPEATS
     moved by 20-30% between full benchmark runs; the median of alternating runs is
     what the row's ratio compares.
     """
-    from shelfguard.ingest import ingest
+    from shelfguard.data.ingest import ingest
     from shelfguard.ledger import open_ledger
 
     wands, _ = generate_store(work, size, seed)

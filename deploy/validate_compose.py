@@ -889,7 +889,7 @@ def check_settings(compose: Compose, dockerfile: Dockerfile | None) -> list[str]
 def _check_warehouse_password(name: str, warehouse_url: str, env: Mapping[str, str]) -> list[str]:
     from sqlalchemy.engine import make_url
 
-    from shelfguard.dbt import PASSWORD_VAR
+    from shelfguard.data.dbt_project import PASSWORD_VAR
 
     if not warehouse_url.startswith("postgres"):
         return []

@@ -1,5 +1,5 @@
 {#
-    Write-audit-publish (invariant 9; plugins/shelfguard/publication.py maintains the
+    Write-audit-publish (invariant 9; plugins/shelfguard/data/publication.py maintains the
     tables these read).
 
     Staging reads only the raw files of published batches, plus the files of the one

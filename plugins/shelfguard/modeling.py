@@ -19,8 +19,8 @@ from typing import Any
 
 from upath import UPath
 
-from shelfguard import duckdb_wait
 from shelfguard.config import Settings
+from shelfguard.data import duckdb_wait
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, Ledger
 from shelfguard.lineage import code_version

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator import examination
+from shelfguard.data.generator import examination
 
 __all__ = [
     "METRICS",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from dbt_support import BuiltWarehouse, ingest_folder, make_settings
 
-from shelfguard.dbt import build
-from shelfguard.generator import GenerateResult, generate
+from shelfguard.data.dbt_project import build
+from shelfguard.data.generator import GenerateResult, generate
 from shelfguard.policy import Policy, load_policy
 
 PRODUCTS = 2000

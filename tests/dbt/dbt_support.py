@@ -14,11 +14,11 @@ from typing import Any
 import duckdb
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.dbt import DbtBuildResult
-from shelfguard.generator import GenerateResult
-from shelfguard.ingest import ingest
+from shelfguard.data.dbt_project import DbtBuildResult
+from shelfguard.data.generator import GenerateResult
+from shelfguard.data.ingest import ingest
+from shelfguard.data.publication import register_batch
 from shelfguard.ledger import Ledger
-from shelfguard.publication import register_batch
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 from dbt_support import BuiltWarehouse, copy_warehouse, ingest_folder, query
 
-from shelfguard.dbt import build
-from shelfguard.generator import GenerateResult, generate
+from shelfguard.data.dbt_project import build
+from shelfguard.data.generator import GenerateResult, generate
 from shelfguard.policy import Policy
 
 MARTS = (

@@ -1,4 +1,5 @@
-"""shelfguard.dbt: the environment, variables and parse step the orchestrator hands to dbt."""
+"""shelfguard.data.dbt_project: the environment, variables and parse step the orchestrator
+hands to dbt."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from dbt_support import BuiltWarehouse, make_settings
 
-from shelfguard.dbt import (
+from shelfguard.data.dbt_project import (
     PASSWORD_VAR,
     DbtError,
     build,

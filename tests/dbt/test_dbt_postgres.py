@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from dbt_support import TEST_PSEUDONYM_KEY, BuiltWarehouse, make_settings
 
-from shelfguard.dbt import DbtBuildResult, build
-from shelfguard.generator import GenerateResult
-from shelfguard.ingest import ingest
+from shelfguard.data.dbt_project import DbtBuildResult, build
+from shelfguard.data.generator import GenerateResult
+from shelfguard.data.ingest import ingest
+from shelfguard.data.publication import register_batch
 from shelfguard.ledger import Ledger
 from shelfguard.policy import Policy
-from shelfguard.publication import register_batch
 
 pytestmark = pytest.mark.integration
 

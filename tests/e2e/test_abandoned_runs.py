@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from shelfguard.config import load_settings
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 from shelfguard.ledger import open_ledger
 
 pytestmark = pytest.mark.airflow

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 
 pytestmark = pytest.mark.airflow
 CLI = str(Path(sys.executable).with_name("shelfguard"))

@@ -22,8 +22,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from shelfguard.generator import generate
-from shelfguard.pseudonyms import key_path, pseudonym
+from shelfguard.data.generator import generate
+from shelfguard.data.pseudonyms import key_path, pseudonym
 
 pytestmark = pytest.mark.airflow
 CLI = str(Path(sys.executable).with_name("shelfguard"))

@@ -32,7 +32,7 @@ from serving_support import free_port
 from signing_support import approvers, write_keys
 
 from shelfguard.config import load_settings, project_root
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 from shelfguard.ledger import open_ledger
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -39,7 +39,7 @@ import yaml
 from signing_support import approvers, write_keys
 
 from shelfguard.config import project_root
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 
 # The story's fixture runs six catalog_refresh runs and a retraining run's steps: about
 # 6 minutes on an idle two-core machine, three times that beside the other CI worker.

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 
 from shelfguard.airflow import tasks
 from shelfguard.config import Settings, load_settings
+from shelfguard.data.generator import generate
 from shelfguard.gates import GateOutcome, run_gate
-from shelfguard.generator import generate
 from shelfguard.ledger import Ledger
 
 PRODUCTS = 400

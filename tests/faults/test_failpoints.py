@@ -40,14 +40,15 @@ import yaml
 from signing_support import approvers, signer, write_keys
 from steps import land
 
-from shelfguard import indexing, modeling, publication
+from shelfguard import indexing, modeling
 from shelfguard.airflow.tasks import publish_candidate
 from shelfguard.approval import record_decision
 from shelfguard.config import Settings, load_settings, project_root
+from shelfguard.data import publication
+from shelfguard.data.generator import generate
+from shelfguard.data.ingest import RETENTION_LOG
 from shelfguard.failpoints import FAILPOINTS_ENV, POINTS
 from shelfguard.gates import MART_TABLES
-from shelfguard.generator import generate
-from shelfguard.ingest import RETENTION_LOG
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.policy_approval import approve as approve_policy
 from shelfguard.promotion import promote

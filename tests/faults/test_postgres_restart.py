@@ -36,8 +36,8 @@ from pg_server import PgServer
 from signing_support import approvers, signer
 
 from shelfguard.approval import record_decision
-from shelfguard.generator import generate
-from shelfguard.ingest import SPECS, IngestManifest, ingest
+from shelfguard.data.generator import generate
+from shelfguard.data.ingest import SPECS, IngestManifest, ingest
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.policy import Policy, parse_policy
 from shelfguard.promotion import ALIAS, check_promotion, promote

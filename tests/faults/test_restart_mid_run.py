@@ -32,7 +32,7 @@ import yaml
 from pg_server import PgServer
 
 from shelfguard.config import project_root
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 from shelfguard.ledger import open_ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.timeout(1800)]

@@ -54,7 +54,7 @@ import yaml
 from signing_support import approvers, signer
 
 from shelfguard.config import load_settings, project_root
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 from shelfguard.ledger import open_ledger
 from shelfguard.lineage import ledger_run_id
 from shelfguard.policy_approval import approve

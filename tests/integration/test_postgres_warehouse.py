@@ -18,14 +18,14 @@ import pytest
 import sqlalchemy as sa
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.dbt import build
-from shelfguard.generator import generate
-from shelfguard.ingest import NUL_CHARACTER, SPECS, IngestManifest, ingest
-from shelfguard.ingest import postgres_load as ingest_module
+from shelfguard.data.dbt_project import build
+from shelfguard.data.generator import generate
+from shelfguard.data.ingest import NUL_CHARACTER, SPECS, IngestManifest, ingest
+from shelfguard.data.ingest import postgres_load as ingest_module
+from shelfguard.data.publication import register_batch
 from shelfguard.ledger import Ledger
 from shelfguard.modeling import EXPORTS, export_training_data
 from shelfguard.policy import load_policy
-from shelfguard.publication import register_batch
 
 pytestmark = pytest.mark.integration
 
@@ -321,7 +321,7 @@ def search_line(search: int, user: int, clicked: str = "0") -> bytes:
 def test_postgres_without_the_key_in_the_environment_refuses_and_writes_nothing(
     tmp_path: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shelfguard.pseudonyms import PseudonymKeyError
+    from shelfguard.data.pseudonyms import PseudonymKeyError
 
     monkeypatch.delenv("SHELFGUARD_PSEUDONYM_KEY", raising=False)
     src = tmp_path / "src"
@@ -342,8 +342,8 @@ def test_postgres_stores_pseudonyms_restricts_quarantine_and_purges_it(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shelfguard.ingest import purge_expired_quarantine
-    from shelfguard.pseudonyms import pseudonym
+    from shelfguard.data.ingest import purge_expired_quarantine
+    from shelfguard.data.pseudonyms import pseudonym
 
     monkeypatch.setenv("SHELFGUARD_PSEUDONYM_KEY", PSEUDONYM_KEY.decode())
     src = tmp_path / "src"
@@ -392,7 +392,7 @@ def test_postgres_stores_pseudonyms_restricts_quarantine_and_purges_it(
 def test_an_older_postgres_search_log_is_pseudonymised_in_place(
     tmp_path: Path, warehouse_url: str
 ) -> None:
-    from shelfguard.pseudonyms import pseudonym
+    from shelfguard.data.pseudonyms import pseudonym
 
     engine = sa.create_engine(warehouse_url)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from shelfguard.generator import generate
+from shelfguard.data.generator import generate
 
 K_ANONYMITY = 5
 VALIDATION_PERCENT = 10

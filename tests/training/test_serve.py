@@ -23,7 +23,7 @@ from serving_support import Pair, free_port, named_products, register_pair
 
 from shelfguard.cli import search_champion
 from shelfguard.config import Settings, load_settings
-from shelfguard.ingest import ingest
+from shelfguard.data.ingest import ingest
 from shelfguard.ledger import Ledger, open_ledger
 from shelfguard.serving.served_log import ServedLog
 from shelfguard_train.search import CatalogSearcher

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from shelfguard.cli import build_parser, main
 from shelfguard.cli import common as cli
-from shelfguard.ingest import SPECS
+from shelfguard.data.ingest import SPECS
 
 
 @pytest.fixture

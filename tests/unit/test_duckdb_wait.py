@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from shelfguard import duckdb_wait
+from shelfguard.data import duckdb_wait
 from shelfguard.quality import open_warehouse
 
 pytestmark = pytest.mark.spread
@@ -47,7 +47,7 @@ def test_a_connection_waits_until_the_other_process_lets_go(
     holder = _hold(path, "1.5")
     with pytest.raises(duckdb.IOException, match="lock"):
         duckdb.connect(str(path), read_only=True)  # plain DuckDB refuses at once
-    with caplog.at_level(logging.INFO, logger="shelfguard.duckdb_wait"):
+    with caplog.at_level(logging.INFO, logger="shelfguard.data.duckdb_wait"):
         con = duckdb_wait.connect(path, read_only=True)
     try:
         assert "another process holds it" in caplog.text
@@ -64,7 +64,7 @@ def test_the_read_only_engine_of_the_gates_waits_too(
     path = tmp_path / "warehouse.duckdb"
     holder = _hold(path, "1.5")
     with (
-        caplog.at_level(logging.INFO, logger="shelfguard.duckdb_wait"),
+        caplog.at_level(logging.INFO, logger="shelfguard.data.duckdb_wait"),
         open_warehouse(f"duckdb:///{path}") as engine,
         engine.connect() as connection,
     ):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shelfguard import generator
-from shelfguard.generator import (
+from shelfguard.data import generator
+from shelfguard.data.generator import (
     CHANGE_COLUMNS,
     DEFECTS,
     FILES,

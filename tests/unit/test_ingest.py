@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from shelfguard.config import Settings
-from shelfguard.ingest import IngestError, ingest
+from shelfguard.data.ingest import IngestError, ingest
 from shelfguard.ledger import Ledger
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -270,7 +270,7 @@ def test_generated_data_with_every_row_level_defect(tmp_path: Path, sg_home: Set
     import subprocess
     import sys
 
-    from shelfguard.generator import generate
+    from shelfguard.data.generator import generate
 
     data = generate(tmp_path / "data", products=1500, seed=3, defects=ROW_DEFECTS)
     cli = [
@@ -350,7 +350,7 @@ def columns(settings: Settings, schema: str, table: str) -> list[str]:
 def test_search_log_is_stored_with_pseudonyms_only(
     tmp_path: Path, sg_home: Settings, ledger: Ledger
 ) -> None:
-    from shelfguard.pseudonyms import pseudonym
+    from shelfguard.data.pseudonyms import pseudonym
 
     src = tmp_path / "src"
     write(src, "product.csv", [HEADER.encode(), product_line(1)])
@@ -378,7 +378,7 @@ def test_search_log_is_stored_with_pseudonyms_only(
 def test_without_a_key_the_embedded_home_key_file_is_used(
     tmp_path: Path, sg_home: Settings, ledger: Ledger
 ) -> None:
-    from shelfguard.pseudonyms import key_path, pseudonym
+    from shelfguard.data.pseudonyms import key_path, pseudonym
 
     src = tmp_path / "src"
     write(src, "product.csv", [HEADER.encode(), product_line(1)])
@@ -391,7 +391,7 @@ def test_without_a_key_the_embedded_home_key_file_is_used(
 def test_an_older_search_log_with_clear_columns_is_pseudonymised_in_place(
     tmp_path: Path, sg_home: Settings, ledger: Ledger
 ) -> None:
-    from shelfguard.pseudonyms import pseudonym
+    from shelfguard.data.pseudonyms import pseudonym
 
     # The table as an older release stored it, and a staging view that hashed in SQL.
     with duckdb.connect(str(sg_home.duckdb_path)) as con:
@@ -442,7 +442,7 @@ def test_expired_quarantined_personal_lines_are_purged_and_recorded(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shelfguard.ingest import purge_expired_quarantine
+    from shelfguard.data.ingest import purge_expired_quarantine
 
     src = tmp_path / "src"
     write(src, "product.csv", [HEADER.encode(), product_line(1), product_line("bad")])

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shelfguard.config import Settings
-from shelfguard.generator import MIN_PRODUCTS, MIN_SEARCHES, PRODUCT_COLUMNS, generate
-from shelfguard.ingest import MAX_LINE_BYTES, SPECS, FileManifest, IngestError, ingest
+from shelfguard.data.generator import MIN_PRODUCTS, MIN_SEARCHES, PRODUCT_COLUMNS, generate
+from shelfguard.data.ingest import MAX_LINE_BYTES, SPECS, FileManifest, IngestError, ingest
 from shelfguard.ledger import Ledger, open_ledger
 
 HEADER = "\t".join(PRODUCT_COLUMNS).encode()

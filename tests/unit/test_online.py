@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shelfguard.generator import click_outcomes, examination
+from shelfguard.data.generator import click_outcomes, examination
 from shelfguard.online import Arm, ServedSearch, arm_of, compare, search_value
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shelfguard.pseudonyms import (
+from shelfguard.data.pseudonyms import (
     KEY_BYTES,
     PSEUDONYM_KEY_VAR,
     PseudonymKeyError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shelfguard.generator import SEARCH_LOG_COLUMNS
+from shelfguard.data.generator import SEARCH_LOG_COLUMNS
 from shelfguard.serving.served_log import PART_PREFIX, Refused, ServedLog
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shelfguard.generator import click_outcomes, examination, generate, store_truth
+from shelfguard.data.generator import click_outcomes, examination, generate, store_truth
 from shelfguard.serving.shoppers import SimulationError, check_loopback
 from shelfguard_train.evaluate import ndcg_at_k
 

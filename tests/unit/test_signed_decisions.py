@@ -220,7 +220,7 @@ def test_a_forged_or_stripped_signature_is_caught(
 def test_rollback_and_purge_need_a_signing_approver_of_the_policy_in_force(
     sg_home: Settings, ledger: Ledger, tmp_path: Path
 ) -> None:
-    from shelfguard.publication import PublicationError, purge
+    from shelfguard.data.publication import PublicationError, purge
 
     path = _policy_file(tmp_path, "governance.yml", "alice", "bob")
     approve(ledger, path, signer("alice"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shelfguard.generator import PRODUCT_COLUMNS, GenerateResult, generate, store_truth
-from shelfguard.store_weeks import MAX_WEEK
+from shelfguard.data.generator import PRODUCT_COLUMNS, GenerateResult, generate, store_truth
+from shelfguard.data.weeks import MAX_WEEK
 
 PRODUCTS, SEED, SEARCHES = 400, 11, 900
 GRADE = {"Exact": 2, "Partial": 1, "Irrelevant": 0}

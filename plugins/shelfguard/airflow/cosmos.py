@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shelfguard.config import load_settings
-from shelfguard.dbt import dbt_env, dbt_target, manifest_path, project_dir
+from shelfguard.data.dbt_project import dbt_env, dbt_target, manifest_path, project_dir
 from shelfguard.lineage import ledger_run_id
 
 DBT_GATE = "dbt"

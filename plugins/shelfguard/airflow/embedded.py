@@ -98,7 +98,7 @@ def ensure_airflow_db(settings: Settings) -> None:
 
 def ensure_dbt_manifest(settings: Settings) -> Path:
     """Parse the dbt project when its manifest is missing or older than any project file."""
-    from shelfguard.dbt import manifest_path, parse_project, project_dir
+    from shelfguard.data.dbt_project import manifest_path, parse_project, project_dir
 
     manifest = manifest_path()
     sources = [
@@ -163,7 +163,7 @@ def run_dag(
         )
     ensure_airflow_db(settings)
     ensure_dbt_manifest(settings)
-    from shelfguard.dbt import private_dir
+    from shelfguard.data.dbt_project import private_dir
 
     private_dir(cosmos_cache_dir(settings))
     request_id = uuid.uuid4().hex

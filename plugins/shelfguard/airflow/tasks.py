@@ -25,11 +25,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from upath import UPath
 
 from shelfguard.config import Settings, load_settings
+from shelfguard.data.publication import PublishedSnapshot
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import AliasRecord, Ledger, SnapshotRecord, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
 from shelfguard.policy import Policy
-from shelfguard.publication import PublishedSnapshot
 from shelfguard.run_context import RunContext, RunContextError, pin_policy, trigger_identity
 
 FAILED = "failed"
@@ -55,8 +55,8 @@ def start_run(context: Mapping[str, Any]) -> str:
     run is given its candidate schema; a retraining run pins the published snapshot it
     will read from start to end.
     """
-    from shelfguard import publication
     from shelfguard.airflow.cosmos import K_ANONYMITY_XCOM, MARTS_SCHEMA_XCOM
+    from shelfguard.data import publication
 
     settings = load_settings()
     settings.ensure_dirs()
@@ -101,7 +101,7 @@ def recover(settings: Settings, ledger: Ledger) -> list[str]:
     """What every run does first: mark runs whose process died ``ABANDONED``, and record
     in the ledger the snapshots a process published before it died (the warehouse had
     committed, the ledger was not told). Returns the snapshot ids recovered."""
-    from shelfguard import publication
+    from shelfguard.data import publication
     from shelfguard.liveness import reap_abandoned
 
     reap_abandoned(settings, ledger)
@@ -111,7 +111,7 @@ def recover(settings: Settings, ledger: Ledger) -> list[str]:
 def _pin_snapshot(context: Mapping[str, Any], settings: Settings, ledger: Ledger) -> dict[str, Any]:
     """The published snapshot a retraining run reads: the one its triggering Asset event
     names, else the current one. Refuses to start without any."""
-    from shelfguard import publication
+    from shelfguard.data import publication
 
     named = None
     events = context.get("triggering_asset_events") or {}
@@ -147,11 +147,11 @@ def land_source(
     """Purge quarantined personal data past its retention, load ``source`` into ``raw.*``
     and land the batch: the :func:`ingest` task without Airflow. Returns the manifest.
 
-    Raises :class:`~shelfguard.ingest.IngestError` when the batch is refused.
+    Raises :class:`~shelfguard.data.ingest.IngestError` when the batch is refused.
     """
-    from shelfguard import publication
-    from shelfguard.ingest import ingest as run_ingest
-    from shelfguard.ingest import purge_expired_quarantine
+    from shelfguard.data import publication
+    from shelfguard.data.ingest import ingest as run_ingest
+    from shelfguard.data.ingest import purge_expired_quarantine
 
     # First, so that a refused batch does not keep expired personal data any longer.
     purge_expired_quarantine(
@@ -171,8 +171,8 @@ def land_source(
 def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     """Land the source folder (:func:`land_source`) and record the ``ingest`` gate."""
     from shelfguard.airflow.cosmos import CANDIDATE_BATCH_XCOM
+    from shelfguard.data.ingest import IngestError
     from shelfguard.gates import run_gate
-    from shelfguard.ingest import IngestError
 
     settings = load_settings()
     run_id, _ = _run_ids(context)
@@ -207,11 +207,12 @@ def publish_candidate(ctx: RunContext) -> PublishedSnapshot:
     :func:`publish_marts` task without Airflow.
 
     The candidate's fingerprint must still be the one the training-data gate passed
-    (:class:`~shelfguard.publication.PublicationError` otherwise). Snapshots older than
+    (:class:`~shelfguard.data.publication.PublicationError` otherwise). Snapshots older than
     the newest few are dropped unless a running run pinned them.
     """
-    from shelfguard import modeling, publication
+    from shelfguard import modeling
     from shelfguard.airflow.assets import MARTS
+    from shelfguard.data import publication
     from shelfguard.gates import MART_TABLES
 
     fingerprint = modeling.training_snapshot(ctx.ledger, ctx.run_id)
@@ -252,8 +253,8 @@ def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
     Then the snapshot is recorded, the batch becomes ``published``, and each marts
     Asset event (the task's outlets) carries the snapshot's id and fingerprint.
     """
-    from shelfguard import publication
     from shelfguard.airflow.assets import MARTS
+    from shelfguard.data import publication
 
     ctx = RunContext.from_airflow(context)
     try:
@@ -475,7 +476,7 @@ def finalize(context: Mapping[str, Any]) -> str:
 def _settle_batch(settings: Settings, ledger: Ledger, run_id: str) -> None:
     """After a catalog_refresh run: a batch that was not published is blocked by the gate
     that stopped it, and the run's unpublished candidate schema is dropped."""
-    from shelfguard import publication
+    from shelfguard.data import publication
 
     run = ledger.get_run(run_id)
     if run is None:

@@ -15,7 +15,7 @@ from shelfguard.config import Settings
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from shelfguard.generator import generate
+    from shelfguard.data.generator import generate
 
     defects = [d.strip() for d in (args.defects or "").split(",") if d.strip()]
     out_dir = Path(args.out)
@@ -97,9 +97,9 @@ def print_manifest(manifest: dict[str, Any]) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from shelfguard.ingest import IngestError, ingest
-    from shelfguard.pseudonyms import PseudonymKeyError
-    from shelfguard.publication import land
+    from shelfguard.data.ingest import IngestError, ingest
+    from shelfguard.data.pseudonyms import PseudonymKeyError
+    from shelfguard.data.publication import land
 
     settings.ensure_dirs()
     ledger = home_ledger(settings)
@@ -123,7 +123,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Send simulated shoppers of a generated store to a running search service."""
-    from shelfguard.generator import store_truth
+    from shelfguard.data.generator import store_truth
     from shelfguard.serving.shoppers import (
         MAX_SESSIONS,
         SimulationError,

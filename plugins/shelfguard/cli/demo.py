@@ -51,7 +51,7 @@ def _demo_week(settings: Settings, seed: int) -> tuple[int, Path]:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Generate the demo dataset and run both DAGs end to end on the embedded default."""
-    from shelfguard.generator import generate
+    from shelfguard.data.generator import generate
 
     settings.ensure_dirs()
     week, data_dir = _demo_week(settings, args.seed)

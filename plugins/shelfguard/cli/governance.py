@@ -290,8 +290,8 @@ def cmd_batches(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    from shelfguard.data.publication import PublicationError, purge
     from shelfguard.ledger import LedgerError
-    from shelfguard.publication import PublicationError, purge
 
     signer = _signer(args.by)
     ledger = home_ledger(settings)

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shelfguard.data.ingest import SPECS
 from shelfguard.gates.common import report_uri, severity_for, suite_metrics, suites_lineage
 from shelfguard.gates.core import GateError, GateOutcome, check
-from shelfguard.ingest import SPECS
 from shelfguard.quality import (
     SAMPLE_LIMIT,
     RowScope,

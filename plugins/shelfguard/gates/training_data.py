@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shelfguard.data.publication import MARTS, fingerprint_tables
 from shelfguard.gates.common import (
     MART_TABLES,
     report_uri,
@@ -22,7 +23,6 @@ from shelfguard.gates.common import (
     suites_lineage,
 )
 from shelfguard.gates.core import GateOutcome, check
-from shelfguard.publication import MARTS, fingerprint_tables
 from shelfguard.quality import (
     SAMPLE_LIMIT,
     fetch_rows,

@@ -18,7 +18,7 @@ import duckdb_engine
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
-from shelfguard import duckdb_wait
+from shelfguard.data import duckdb_wait
 
 _READONLY_DUCKDB = "shelfguard_readonly"
 

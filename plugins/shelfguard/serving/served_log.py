@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shelfguard.generator import SEARCH_LOG_COLUMNS
+from shelfguard.data.generator import SEARCH_LOG_COLUMNS
 from shelfguard.online import ServedSearch
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
 """``shelfguard simulate``: shoppers of a generated store, sent to a running search service.
 
 Each simulated shopper is drawn from the store's hidden ground truth (the one
-:func:`shelfguard.generator.generate` draws with the same arguments): a session of one
+:func:`shelfguard.data.generator.generate` draws with the same arguments): a session of one
 to three searches, each a query picked by its popularity. The service's answer is
 judged against the hidden grades (Exact 2, Partial 1, Irrelevant 0), and the shopper
 clicks, adds to cart and buys by the same position-based click model the generator's
-search log comes from (:func:`shelfguard.generator.click_outcomes`). So online metrics
+search log comes from (:func:`shelfguard.data.generator.click_outcomes`). So online metrics
 measured on this traffic have a true answer to be checked against: the served
 rankings' nDCG@10 on the hidden grades, reported beside them.
 
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from shelfguard.generator import StoreTruth, click_outcomes, examination
+from shelfguard.data.generator import StoreTruth, click_outcomes, examination
 from shelfguard_train.evaluate import ndcg_at_k
 
 __all__ = ["MAX_SESSIONS", "PairTraffic", "SimulationError", "check_loopback", "simulate"]

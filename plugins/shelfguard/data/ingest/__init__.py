@@ -54,7 +54,7 @@ applies, in this order):
 
 Personal data is pseudonymised as it lands: ``search_log.csv``'s ``user_id`` is stored
 as ``user_key``, its HMAC-SHA256 under the pseudonymisation key
-(:mod:`shelfguard.pseudonyms`), computed in this process, and neither ``user_id`` nor
+(:mod:`shelfguard.data.pseudonyms`), computed in this process, and neither ``user_id`` nor
 ``user_email`` is stored in ``raw.*``. A ``raw.search_log`` an older release filled with
 them is rebuilt without them by the next ingest. Quarantine keeps a rejected line's
 original bytes, personal fields included: :func:`purge_expired_quarantine` deletes them
@@ -76,33 +76,31 @@ know of, never a ledger entry without its rows; the next ingest of the same file
 loads them again, replacing the rows of the same file content (matched on
 ``_file_sha256``), so nothing is duplicated.
 
-The package's rooms: :mod:`~shelfguard.wands` (the files, columns and reason
-codes), :mod:`~shelfguard.ingest.scan` (finding, hashing, hazards),
-:mod:`~shelfguard.ingest.parse` (DuckDB's fast and slow paths, quarantine),
-:mod:`~shelfguard.ingest.pseudonymise`, :mod:`~shelfguard.ingest.duckdb_load`,
-:mod:`~shelfguard.ingest.postgres_load`, :mod:`~shelfguard.ingest.manifest` and
-:mod:`~shelfguard.ingest.purge`; :func:`ingest` here runs a batch through them.
+The package's rooms: :mod:`~shelfguard.data.wands` (the files, columns and reason
+codes), :mod:`~shelfguard.data.ingest.scan` (finding, hashing, hazards),
+:mod:`~shelfguard.data.ingest.parse` (DuckDB's fast and slow paths, quarantine),
+:mod:`~shelfguard.data.ingest.pseudonymise`, :mod:`~shelfguard.data.ingest.duckdb_load`,
+:mod:`~shelfguard.data.ingest.postgres_load`, :mod:`~shelfguard.data.ingest.manifest` and
+:mod:`~shelfguard.data.ingest.purge`; :func:`ingest` here runs a batch through them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from shelfguard.failpoints import failpoint
-from shelfguard.ingest.duckdb_load import _load_duckdb
-from shelfguard.ingest.manifest import FileManifest, IngestManifest, _from_record, _to_record
-from shelfguard.ingest.postgres_load import (
+from shelfguard.data.ingest.duckdb_load import _load_duckdb
+from shelfguard.data.ingest.manifest import FileManifest, IngestManifest, _from_record, _to_record
+from shelfguard.data.ingest.postgres_load import (
     PG_INGEST_LOCK,
     _load_postgres,
     pg_connect,
     pg_table_ddl,
 )
-from shelfguard.ingest.pseudonymise import KeySource, _key_source
-from shelfguard.ingest.purge import RETENTION_LOG, purge_expired_quarantine
-from shelfguard.ingest.scan import _check_has_rows, _scan, batch_id_for, discover
-from shelfguard.ingest.warehouse import Progress, _warehouse_kind
-from shelfguard.ledger import Ledger
-from shelfguard.wands import (
+from shelfguard.data.ingest.pseudonymise import KeySource, _key_source
+from shelfguard.data.ingest.purge import RETENTION_LOG, purge_expired_quarantine
+from shelfguard.data.ingest.scan import _check_has_rows, _scan, batch_id_for, discover
+from shelfguard.data.ingest.warehouse import Progress, _warehouse_kind
+from shelfguard.data.wands import (
     BLANK_LINE,
     CHANGE_COLUMNS,
     CONTROL_CHARACTER,
@@ -124,6 +122,8 @@ from shelfguard.wands import (
     FileSpec,
     IngestError,
 )
+from shelfguard.failpoints import failpoint
+from shelfguard.ledger import Ledger
 
 __all__ = [
     "BLANK_LINE",
@@ -175,10 +175,10 @@ def ingest(
     ``warehouse`` is the DuckDB file (a :class:`~pathlib.Path`) or a warehouse URL, as
     in ``SHELFGUARD_WAREHOUSE_URL``: ``duckdb:///PATH`` or ``postgresql[+psycopg2]://...``
     (pass ``settings.warehouse_url``). Personal columns are stored as their pseudonyms
-    under ``pseudonym_key`` (default: :func:`shelfguard.pseudonyms.load_key`, read only
+    under ``pseudonym_key`` (default: :func:`shelfguard.data.pseudonyms.load_key`, read only
     when a file has personal columns), and a ``raw.*`` table an older release stored
     them in is pseudonymised in place. Raises :class:`IngestError` on a file-level
-    problem (nothing is written then), :class:`~shelfguard.pseudonyms.PseudonymKeyError`
+    problem (nothing is written then), :class:`~shelfguard.data.pseudonyms.PseudonymKeyError`
     when personal data is to be stored and there is no usable key.
     """
     kind, target = _warehouse_kind(warehouse)

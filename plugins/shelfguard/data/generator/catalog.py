@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.defects import _TEXT_IS_DATA
-from shelfguard.generator.vocabulary import (
+from shelfguard.data.generator.defects import _TEXT_IS_DATA
+from shelfguard.data.generator.vocabulary import (
     _BRANDS,
     _CLASS_COLORS,
     _CLASS_INDEX,

@@ -106,7 +106,7 @@ def _product_class(entry: dict[str, Any], palettes: dict[str, list[Any]]) -> _Pr
 
 
 _VOCABULARY: dict[str, Any] = json.loads(
-    resources.files("shelfguard.generator").joinpath("vocabulary.json").read_text("utf-8")
+    resources.files("shelfguard.data.generator").joinpath("vocabulary.json").read_text("utf-8")
 )
 
 _COLORS: tuple[str, ...] = tuple(_VOCABULARY["colors"])

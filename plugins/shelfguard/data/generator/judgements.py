@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import IntArray, _Catalog, _ChangePlan
-from shelfguard.generator.defects import _DEFECT_RATES
-from shelfguard.generator.files import _atomic_writer, _encode, _header
-from shelfguard.generator.queries import _exact_mask, _Intent, _intent_arrays, _Queries
-from shelfguard.generator.streams import _Streams
-from shelfguard.generator.vocabulary import _PARENT_OF_CLASS, _SIBLINGS
-from shelfguard.wands import LABEL_COLUMNS
+from shelfguard.data.generator.catalog import IntArray, _Catalog, _ChangePlan
+from shelfguard.data.generator.defects import _DEFECT_RATES
+from shelfguard.data.generator.files import _atomic_writer, _encode, _header
+from shelfguard.data.generator.queries import _exact_mask, _Intent, _intent_arrays, _Queries
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.generator.vocabulary import _PARENT_OF_CLASS, _SIBLINGS
+from shelfguard.data.wands import LABEL_COLUMNS
 
 # Ground truth grades: 2 = Exact, 1 = Partial, 0 = Irrelevant.
 _LABEL_NAMES = ("Irrelevant", "Partial", "Exact")

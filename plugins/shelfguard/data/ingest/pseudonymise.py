@@ -13,8 +13,8 @@ import duckdb
 import pyarrow as pa
 
 from shelfguard.config import load_settings
-from shelfguard.pseudonyms import load_key, pseudonym
-from shelfguard.wands import RAW_META, FileSpec
+from shelfguard.data.pseudonyms import load_key, pseudonym
+from shelfguard.data.wands import RAW_META, FileSpec
 
 KeySource = Callable[[], bytes]
 _RAW_META_SQL = ", ".join(f"t.{name}" for name in RAW_META)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import IntArray
+from shelfguard.data.generator.catalog import IntArray
 
 # Click model (position-based): P(click) = examination(position) * attractiveness(grade).
 _EXAMINATION_POWER = 0.8

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from shelfguard.config import Settings, project_root
+from shelfguard.data.pseudonyms import PSEUDONYM_KEY_VAR
 from shelfguard.policy import Policy
-from shelfguard.pseudonyms import PSEUDONYM_KEY_VAR
 
 PROJECT_DIRNAME = "dbt_project"
 # dbt scrubs variables with this prefix from its logs and artifacts.
@@ -370,7 +370,7 @@ def build(
     ``candidate_batch`` is read besides them, and ``marts_schema`` (a
     ``snapshot_<16 hex>`` schema) receives the marts instead of ``marts``.
     """
-    from shelfguard.publication import dbt_vars as publication_vars
+    from shelfguard.data.publication import dbt_vars as publication_vars
 
     target_path = private_dir(target_path or dbt_dir(settings) / "target")
     private_dir(target_path.parent / "logs")

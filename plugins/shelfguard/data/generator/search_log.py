@@ -10,26 +10,26 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import IntArray, _Catalog
-from shelfguard.generator.clicks import click_outcomes
-from shelfguard.generator.defects import _DEFECT_RATES
-from shelfguard.generator.files import (
+from shelfguard.data.generator.catalog import IntArray, _Catalog
+from shelfguard.data.generator.clicks import click_outcomes
+from shelfguard.data.generator.defects import _DEFECT_RATES
+from shelfguard.data.generator.files import (
     _CHUNK_ROWS,
     ProgressCallback,
     _atomic_writer,
     _encode,
     _header,
 )
-from shelfguard.generator.judgements import _grades
-from shelfguard.generator.queries import _EXACT_POOL, _Queries
-from shelfguard.generator.streams import _Streams
-from shelfguard.generator.vocabulary import (
+from shelfguard.data.generator.judgements import _grades
+from shelfguard.data.generator.queries import _EXACT_POOL, _Queries
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.generator.vocabulary import (
     _FIRST_NAMES,
     _LAST_NAMES,
     _SIBLING_COUNT,
     _SIBLING_TABLE,
 )
-from shelfguard.wands import SEARCH_LOG_COLUMNS
+from shelfguard.data.wands import SEARCH_LOG_COLUMNS
 
 _IMPRESSIONS_PER_SEARCH = 10
 _RANKER_NOISE = 0.9

@@ -11,9 +11,14 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import _Catalog, _ChangePlan
-from shelfguard.generator.defects import _BAD_NUMBERS, _DEFECT_RATES, _ROW_DEFECTS, _TEXT_IS_DATA
-from shelfguard.generator.files import (
+from shelfguard.data.generator.catalog import _Catalog, _ChangePlan
+from shelfguard.data.generator.defects import (
+    _BAD_NUMBERS,
+    _DEFECT_RATES,
+    _ROW_DEFECTS,
+    _TEXT_IS_DATA,
+)
+from shelfguard.data.generator.files import (
     _BAD_UTF8_MARKERS,
     _CHUNK_ROWS,
     ProgressCallback,
@@ -21,8 +26,8 @@ from shelfguard.generator.files import (
     _encode,
     _header,
 )
-from shelfguard.generator.streams import _Streams
-from shelfguard.generator.vocabulary import (
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.generator.vocabulary import (
     _BRANDS,
     _CLASSES,
     _CLOSERS,
@@ -31,7 +36,7 @@ from shelfguard.generator.vocabulary import (
     _MODELS,
     _STYLES,
 )
-from shelfguard.wands import PRODUCT_COLUMNS
+from shelfguard.data.wands import PRODUCT_COLUMNS
 
 
 class _ProductRow(NamedTuple):

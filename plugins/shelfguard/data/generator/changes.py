@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shelfguard.generator.catalog import _Attributes, _ChangePlan, _draw_attributes
-from shelfguard.generator.files import _atomic_writer, _encode, _header
-from shelfguard.generator.products import _product_fields, _ProductRow
-from shelfguard.generator.streams import _Streams
-from shelfguard.wands import CHANGE_COLUMNS, PRODUCT_COLUMNS
+from shelfguard.data.generator.catalog import _Attributes, _ChangePlan, _draw_attributes
+from shelfguard.data.generator.files import _atomic_writer, _encode, _header
+from shelfguard.data.generator.products import _product_fields, _ProductRow
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.wands import CHANGE_COLUMNS, PRODUCT_COLUMNS
 
 _CHANGE_WINDOW = timedelta(days=7)
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import IntArray, _Catalog
-from shelfguard.generator.judgements import _grades
-from shelfguard.generator.queries import _Queries
-from shelfguard.generator.store import _draw_store, _validate, default_searches
+from shelfguard.data.generator.catalog import IntArray, _Catalog
+from shelfguard.data.generator.judgements import _grades
+from shelfguard.data.generator.queries import _Queries
+from shelfguard.data.generator.store import _draw_store, _validate, default_searches
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,12 @@ def store_truth(
 ) -> StoreTruth:
     """The ground truth behind ``generate(out, products, seed, searches=searches,
     week=week)``."""
-    from shelfguard import store_weeks
+    from shelfguard.data import weeks
 
     _validate(products, seed, (), searches)
-    store_weeks.validate_week(week, ())
+    weeks.validate_week(week, ())
     n_searches = default_searches(products) if searches is None else searches
     if week > 1:
-        return store_weeks.truth_of_week(products, seed, n_searches, week)
+        return weeks.truth_of_week(products, seed, n_searches, week)
     _, catalog, plan, queries = _draw_store(products, seed, n_searches, False)
     return StoreTruth(catalog=catalog, queries=queries, deleted=plan.deleted)

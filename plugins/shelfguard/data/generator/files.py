@@ -1,4 +1,5 @@
-"""How the five files' lines reach the disk (their names and columns: :mod:`shelfguard.wands`).
+"""How the five files' lines reach the disk (their names and columns:
+:mod:`shelfguard.data.wands`).
 
 Every writer streams through ``_atomic_writer`` (readers never see half a file) and
 ``_encode`` (which turns the bad-UTF-8 markers into raw invalid bytes).

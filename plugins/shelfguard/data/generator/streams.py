@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from shelfguard.generator.defects import DEFECTS
+from shelfguard.data.generator.defects import DEFECTS
 
 _STREAMS = (
     "catalog", "text", "changes", "feed", "queries", "golden", "popularity", "labels",

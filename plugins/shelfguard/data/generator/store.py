@@ -1,5 +1,5 @@
 """The store as a whole: ``generate`` checks its arguments, draws week 1's hidden store
-and writes its five files; later weeks come from ``shelfguard.store_weeks``."""
+and writes its five files; later weeks come from ``shelfguard.data.weeks``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from shelfguard.generator.catalog import _build_catalog, _Catalog, _ChangePlan, _plan_changes
-from shelfguard.generator.changes import _draw_feed, _write_changes
-from shelfguard.generator.defects import DEFECTS
-from shelfguard.generator.files import ProgressCallback
-from shelfguard.generator.judgements import _write_labels
-from shelfguard.generator.products import _write_products
-from shelfguard.generator.queries import _build_queries, _Queries, _write_queries
-from shelfguard.generator.search_log import _SEARCH_WINDOW, _write_search_log
-from shelfguard.generator.streams import _Streams
-from shelfguard.wands import FILES
+from shelfguard.data.generator.catalog import _build_catalog, _Catalog, _ChangePlan, _plan_changes
+from shelfguard.data.generator.changes import _draw_feed, _write_changes
+from shelfguard.data.generator.defects import DEFECTS
+from shelfguard.data.generator.files import ProgressCallback
+from shelfguard.data.generator.judgements import _write_labels
+from shelfguard.data.generator.products import _write_products
+from shelfguard.data.generator.queries import _build_queries, _Queries, _write_queries
+from shelfguard.data.generator.search_log import _SEARCH_WINDOW, _write_search_log
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.wands import FILES
 
 MIN_PRODUCTS = 50
 MIN_SEARCHES = 100
@@ -57,21 +57,21 @@ def generate(
     ``default_searches(products)``). ``defects`` names entries of ``DEFECTS`` to inject.
     ``progress(stage, done, total)`` is called about every 10,000 rows, ``stage`` being a
     key of ``FILES``. ``week`` N > 1 writes the same store N - 1 weeks later
-    (``shelfguard.store_weeks``: the earlier weeks' change feeds applied, ids that never
+    (``shelfguard.data.weeks``: the earlier weeks' change feeds applied, ids that never
     repeat an earlier week's). Same arguments, same bytes. Raises ``ValueError`` for bad
     arguments.
     """
-    from shelfguard import store_weeks
+    from shelfguard.data import weeks
 
     chosen = _validate(products, seed, defects, searches)
-    store_weeks.validate_week(week, chosen)
+    weeks.validate_week(week, chosen)
     n_searches = default_searches(products) if searches is None else searches
     report: ProgressCallback = progress if progress is not None else _ignore_progress
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {key: out / name for key, name in FILES.items()}
     if week > 1:
-        written = store_weeks.write_week(files, products, seed, n_searches, week, report)
+        written = weeks.write_week(files, products, seed, n_searches, week, report)
         return GenerateResult(out_dir=out, files=files, rows=written, defects=())
 
     streams, catalog, plan, queries = _draw_store(

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard import generator as g
+from shelfguard.data import generator as g
 
 #: Weeks are a search window followed by the change feed's window.
 WEEK_LENGTH = g._SEARCH_WINDOW + g._CHANGE_WINDOW

@@ -1,7 +1,7 @@
 """Parsing a scanned file with DuckDB: the fast path, the slow path, and the quarantine.
 
 Either way DuckDB only casts; each rejected line gets its reason code (see
-:mod:`shelfguard.ingest`) and the accepted rows stay in a temporary table, numbered
+:mod:`shelfguard.data.ingest`) and the accepted rows stay in a temporary table, numbered
 back to their source lines, for a loader to store.
 """
 
@@ -17,9 +17,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from shelfguard.ingest.manifest import FileManifest
-from shelfguard.ingest.scan import _CHUNK, _CONTROL_BYTE, _Scanned
-from shelfguard.wands import (
+from shelfguard.data.ingest.manifest import FileManifest
+from shelfguard.data.ingest.scan import _CHUNK, _CONTROL_BYTE, _Scanned
+from shelfguard.data.wands import (
     BLANK_LINE,
     CONTROL_CHARACTER,
     INVALID_UTF8,

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shelfguard import duckdb_wait
+from shelfguard.data import duckdb_wait
+from shelfguard.data.ingest.postgres_load import PG_INGEST_LOCK, pg_connect
+from shelfguard.data.ingest.warehouse import _warehouse_kind
+from shelfguard.data.wands import SPECS
 from shelfguard.failpoints import failpoint
-from shelfguard.ingest.postgres_load import PG_INGEST_LOCK, pg_connect
-from shelfguard.ingest.warehouse import _warehouse_kind
 from shelfguard.ledger import Ledger, RetentionPurgeRecord
-from shelfguard.wands import SPECS
 
 #: The warehouse's own record of each retention purge, written in the purge's transaction.
 RETENTION_LOG = "governance.retention_purges"

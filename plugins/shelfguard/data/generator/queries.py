@@ -12,10 +12,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard.generator.catalog import IntArray, _Catalog
-from shelfguard.generator.files import _atomic_writer, _encode, _header
-from shelfguard.generator.streams import _Streams
-from shelfguard.generator.vocabulary import (
+from shelfguard.data.generator.catalog import IntArray, _Catalog
+from shelfguard.data.generator.files import _atomic_writer, _encode, _header
+from shelfguard.data.generator.streams import _Streams
+from shelfguard.data.generator.vocabulary import (
     _ABBREVIATIONS,
     _BRANDS,
     _CLASSES,
@@ -23,7 +23,7 @@ from shelfguard.generator.vocabulary import (
     _MATERIALS,
     _MISSPELLINGS,
 )
-from shelfguard.wands import QUERY_COLUMNS
+from shelfguard.data.wands import QUERY_COLUMNS
 
 # How many Exact products of each query are kept for the search log's ranker to draw from.
 _EXACT_POOL = 32

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import duckdb
 
-from shelfguard import duckdb_wait
-from shelfguard.ingest.manifest import FileManifest
-from shelfguard.ingest.parse import (
+from shelfguard.data import duckdb_wait
+from shelfguard.data.ingest.manifest import FileManifest
+from shelfguard.data.ingest.parse import (
     _file_manifest,
     _parse_file,
     _Parsed,
     _register_lines,
     _register_quarantined,
 )
-from shelfguard.ingest.pseudonymise import (
+from shelfguard.data.ingest.pseudonymise import (
     _RAW_META_SQL,
     KeySource,
     _clear_columns,
@@ -24,9 +24,9 @@ from shelfguard.ingest.pseudonymise import (
     _stored_select,
     _unregister_pseudonyms,
 )
-from shelfguard.ingest.scan import _Scanned
-from shelfguard.ingest.warehouse import Progress
-from shelfguard.wands import QUARANTINE_COLUMNS, RAW_META, SPECS
+from shelfguard.data.ingest.scan import _Scanned
+from shelfguard.data.ingest.warehouse import Progress
+from shelfguard.data.wands import QUARANTINE_COLUMNS, RAW_META, SPECS
 
 
 def _columns_sql(columns: dict[str, str]) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 import duckdb
 
-from shelfguard.ingest.manifest import FileManifest
-from shelfguard.ingest.parse import (
+from shelfguard.data.ingest.manifest import FileManifest
+from shelfguard.data.ingest.parse import (
     _file_manifest,
     _parse_file,
     _Parsed,
@@ -22,7 +22,7 @@ from shelfguard.ingest.parse import (
     _register_quarantined,
     _sql_str,
 )
-from shelfguard.ingest.pseudonymise import (
+from shelfguard.data.ingest.pseudonymise import (
     _RAW_META_SQL,
     KeySource,
     _clear_columns,
@@ -31,10 +31,10 @@ from shelfguard.ingest.pseudonymise import (
     _stored_select,
     _unregister_pseudonyms,
 )
-from shelfguard.ingest.scan import _Scanned
-from shelfguard.ingest.warehouse import Progress
-from shelfguard.pseudonyms import pseudonym
-from shelfguard.wands import QUARANTINE_COLUMNS, RAW_META, SPECS, IngestError
+from shelfguard.data.ingest.scan import _Scanned
+from shelfguard.data.ingest.warehouse import Progress
+from shelfguard.data.pseudonyms import pseudonym
+from shelfguard.data.wands import QUARANTINE_COLUMNS, RAW_META, SPECS, IngestError
 
 _PG_TYPES = {
     "DOUBLE": "double precision",

@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shelfguard import duckdb_wait
 from shelfguard.config import Settings
+from shelfguard.data import duckdb_wait
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import BatchRecord, Ledger, SnapshotRecord
 from shelfguard.policy import Policy
@@ -114,7 +114,7 @@ class _Warehouse:
             self._con: Any = duckdb_wait.connect(settings.duckdb_path)
             self._cur: Any = self._con
         else:
-            from shelfguard.ingest import pg_connect
+            from shelfguard.data.ingest import pg_connect
 
             self._con = pg_connect(settings.warehouse_url)
             self._cur = self._con.cursor()

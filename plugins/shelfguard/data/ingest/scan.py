@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from shelfguard.wands import MAX_LINE_BYTES, SPECS, FileSpec, IngestError
+from shelfguard.data.wands import MAX_LINE_BYTES, SPECS, FileSpec, IngestError
 
 _CHUNK = 16 * 1024 * 1024
 

@@ -32,7 +32,7 @@ class FileSpec:
     #: Personal columns: read and checked like the others, never stored in ``raw.*``.
     personal: tuple[str, ...] = ()
     #: (stored column, personal column): the stored column holds the personal one's
-    #: pseudonym (:func:`shelfguard.pseudonyms.pseudonym`), in its place.
+    #: pseudonym (:func:`shelfguard.data.pseudonyms.pseudonym`), in its place.
     pseudonyms: tuple[tuple[str, str], ...] = ()
     #: A file with a header and no data line is refused (a catalog of zero products).
     not_empty: bool = False
