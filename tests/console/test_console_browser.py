@@ -160,7 +160,7 @@ def test_rolling_back_from_the_champion_page_restores_the_earlier_pair(
 def test_a_governance_owner_approves_a_pending_run_and_it_can_be_promoted(
     chromium: Any, console: Console, screenshots: Path, ledger: Ledger
 ) -> None:
-    from shelfguard.promotion import promote
+    from shelfguard.model.promotion import promote
 
     seeded = console.seeded
     page = sign_in(chromium, console, "governance-owner", next_path="/shelfguard/approvals")

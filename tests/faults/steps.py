@@ -19,11 +19,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shelfguard import indexing, modeling
 from shelfguard.airflow.tasks import land_source, promote_run, publish_candidate, recover
 from shelfguard.config import Settings, load_settings
 from shelfguard.data import publication
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model import index as indexing
+from shelfguard.model import training as modeling
 from shelfguard.run_context import RunContext, pin_policy
 
 

@@ -40,9 +40,7 @@ import yaml
 from signing_support import approvers, signer, write_keys
 from steps import land
 
-from shelfguard import indexing, modeling
 from shelfguard.airflow.tasks import publish_candidate
-from shelfguard.approval import record_decision
 from shelfguard.config import Settings, load_settings, project_root
 from shelfguard.data import publication
 from shelfguard.data.generator import generate
@@ -50,8 +48,11 @@ from shelfguard.data.ingest import RETENTION_LOG
 from shelfguard.failpoints import FAILPOINTS_ENV, POINTS
 from shelfguard.gates import MART_TABLES
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model import index as indexing
+from shelfguard.model import training as modeling
+from shelfguard.model.approval import record_decision
+from shelfguard.model.promotion import promote
 from shelfguard.policy_approval import approve as approve_policy
-from shelfguard.promotion import promote
 from shelfguard.quality import open_warehouse
 from shelfguard.run_context import RunContext, pin_policy
 from shelfguard_train.embed import INDEX_FILES, index_sha256

@@ -35,12 +35,12 @@ import sqlalchemy as sa
 from pg_server import PgServer
 from signing_support import approvers, signer
 
-from shelfguard.approval import record_decision
 from shelfguard.data.generator import generate
 from shelfguard.data.ingest import SPECS, IngestManifest, ingest
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model.approval import record_decision
+from shelfguard.model.promotion import ALIAS, check_promotion, promote
 from shelfguard.policy import Policy, parse_policy
-from shelfguard.promotion import ALIAS, check_promotion, promote
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -24,7 +24,7 @@ from shelfguard.data.ingest import NUL_CHARACTER, SPECS, IngestManifest, ingest
 from shelfguard.data.ingest import postgres_load as ingest_module
 from shelfguard.data.publication import register_batch
 from shelfguard.ledger import Ledger
-from shelfguard.modeling import EXPORTS, export_training_data
+from shelfguard.model.training import EXPORTS, export_training_data
 from shelfguard.policy import load_policy
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from alembic import command
 from signing_support import approvers, signer
 
-from shelfguard.approval import record_decision
 from shelfguard.config import Settings
 from shelfguard.ledger import Ledger, LedgerTampered, alembic_config, open_ledger
+from shelfguard.model.approval import record_decision
+from shelfguard.model.promotion import PromotionRefused, check_promotion, promote, rollback
 from shelfguard.policy import parse_policy
-from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
 #: The run's policy, as bytes the ledger keeps: signatures are checked against its keys.

@@ -27,9 +27,9 @@ import httpx
 import pytest
 from serving_support import Pair, free_port, named_products, register_pair
 
-from shelfguard import canary
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model import canary
 from shelfguard.policy import CanaryPolicy
 from shelfguard.serving.served_log import PAIRS_FILE, ServedLog
 from shelfguard_train.config import default_base_model

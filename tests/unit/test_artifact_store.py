@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.indexing import embed_paths, write_embed_config
-from shelfguard.modeling import export_training_data, read_json, run_dir, write_train_config
+from shelfguard.model.index import embed_paths, write_embed_config
+from shelfguard.model.training import export_training_data, read_json, run_dir, write_train_config
 from shelfguard.serving.pairs import local_copy
 
 MARTS = """

@@ -13,10 +13,10 @@ import fsspec
 import pytest
 import sqlalchemy as sa
 
-from shelfguard import objects
 from shelfguard.cli import main
 from shelfguard.config import Settings, load_settings
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model import objects
 
 
 def _folder(root: Path, name: str) -> tuple[Path, str]:

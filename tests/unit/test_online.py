@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shelfguard.data.generator import click_outcomes, examination
-from shelfguard.online import Arm, ServedSearch, arm_of, compare, search_value
+from shelfguard.model.online import Arm, ServedSearch, arm_of, compare, search_value
 
 
 def test_a_click_counts_more_the_less_its_position_is_looked_at() -> None:

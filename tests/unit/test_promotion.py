@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from signing_support import approvers, signer
 
-from shelfguard.approval import (
+from shelfguard.ledger import ApprovalRecord, Ledger, open_ledger
+from shelfguard.model.approval import (
     ApprovalError,
     approve_by_policy,
     record_decision,
     wait_for_decision,
 )
-from shelfguard.ledger import ApprovalRecord, Ledger, open_ledger
+from shelfguard.model.promotion import PromotionRefused, check_promotion, promote, rollback
 from shelfguard.policy import CanaryPolicy, Policy, parse_policy
-from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]
 
@@ -297,7 +297,7 @@ def test_rollback_without_history_is_refused(ledger: Ledger) -> None:
 
 
 def test_a_canary_needs_a_champion_and_the_evidence_of_a_promotion(ledger: Ledger) -> None:
-    from shelfguard import canary
+    from shelfguard.model import canary
 
     refresh_run(ledger)
     first, second = retraining_run(ledger, "a"), retraining_run(ledger, "b")

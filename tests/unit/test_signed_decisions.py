@@ -15,13 +15,13 @@ import yaml
 from signing_support import approvers, approvers_yaml, signer, write_keys
 
 from shelfguard import signing
-from shelfguard.approval import ApprovalError, record_decision
 from shelfguard.cli import main
 from shelfguard.config import Settings, project_root
 from shelfguard.ledger import Ledger, open_ledger
+from shelfguard.model.approval import ApprovalError, record_decision
+from shelfguard.model.promotion import PromotionRefused, check_promotion, promote, rollback
 from shelfguard.policy import PolicyError, parse_policy
 from shelfguard.policy_approval import PolicyApprovalError, approve, in_force, require_in_force
-from shelfguard.promotion import PromotionRefused, check_promotion, promote, rollback
 from shelfguard.run_context import pin_policy
 
 GATES = ["ingest", "raw_data", "training_data", "evaluation", "index"]

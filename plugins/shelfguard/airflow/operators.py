@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from shelfguard.approval import (
+from shelfguard.model.approval import (
     ApprovalError,
     approve_by_policy,
     evidence,
@@ -244,10 +244,10 @@ class OnlineGateOperator(BaseOperator):
         """Defer until the canary has its impressions, or pass when no canary runs."""
         import time
 
-        from shelfguard import canary
         from shelfguard.airflow.canary_trigger import CanaryTrigger
         from shelfguard.config import load_settings
-        from shelfguard.promotion import ALIAS
+        from shelfguard.model import canary
+        from shelfguard.model.promotion import ALIAS
 
         ledger, policy, run_id = _context_run(context)
         running, champion = canary.running(ledger), ledger.get_alias(ALIAS)
@@ -279,8 +279,8 @@ class OnlineGateOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Judge the evidence the canary gathered; record it; block a losing challenger."""
-        from shelfguard import canary
         from shelfguard.config import load_settings
+        from shelfguard.model import canary
 
         ledger, policy, run_id = _context_run(context)
         folder = canary.served_folder(load_settings())

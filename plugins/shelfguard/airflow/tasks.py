@@ -210,12 +210,12 @@ def publish_candidate(ctx: RunContext) -> PublishedSnapshot:
     (:class:`~shelfguard.data.publication.PublicationError` otherwise). Snapshots older than
     the newest few are dropped unless a running run pinned them.
     """
-    from shelfguard import modeling
     from shelfguard.airflow.assets import MARTS
     from shelfguard.data import publication
     from shelfguard.gates import MART_TABLES
+    from shelfguard.model import training
 
-    fingerprint = modeling.training_snapshot(ctx.ledger, ctx.run_id)
+    fingerprint = training.training_snapshot(ctx.ledger, ctx.run_id)
     schema = str(ctx.lineage["marts_schema"])
     batch_id = ctx.lineage.get("batch_id")
     gate = next(g for g in ctx.ledger.gate_results(ctx.run_id) if g.gate == "training_data")
@@ -275,28 +275,28 @@ def publish_marts(context: Mapping[str, Any]) -> dict[str, Any]:
 
 def prepare_training(context: Mapping[str, Any]) -> dict[str, str]:
     """Export the gated marts as parquet and write the run's training config."""
-    from shelfguard import modeling
+    from shelfguard.model import training
 
     ctx = RunContext.from_airflow(context)
     settings, run_id = ctx.settings, ctx.run_id
-    export = modeling.export_training_data(
-        settings, modeling.training_snapshot(ctx.ledger, run_id), schema=_snapshot_schema(ctx)
+    export = training.export_training_data(
+        settings, training.training_snapshot(ctx.ledger, run_id), schema=_snapshot_schema(ctx)
     )
     overrides = dict((context.get("params") or {}).get("train") or {})
-    config = modeling.write_train_config(settings, run_id, export, overrides)
+    config = training.write_train_config(settings, run_id, export, overrides)
     ctx.ledger.update_lineage(run_id, training_data=str(export.data_dir), training_rows=export.rows)
     return {
         "train_config": str(config),
-        "train_result": str(modeling.run_dir(settings, run_id) / "train_result.json"),
+        "train_result": str(training.run_dir(settings, run_id) / "train_result.json"),
         "data_dir": str(export.data_dir),
     }
 
 
 def _snapshot_schema(ctx: RunContext) -> str:
     """The schema of the snapshot the run reads; the gated fingerprint must still be its own."""
-    from shelfguard import modeling
+    from shelfguard.model import training
 
-    gated = modeling.training_snapshot(ctx.ledger, ctx.run_id)
+    gated = training.training_snapshot(ctx.ledger, ctx.run_id)
     pinned = ctx.lineage.get("snapshot_fingerprint")
     if pinned and pinned != gated:
         raise AirflowFailException(
@@ -307,12 +307,12 @@ def _snapshot_schema(ctx: RunContext) -> str:
 
 def register_model(context: Mapping[str, Any]) -> dict[str, str]:
     """Record the trained model's bytes in the ledger and write the evaluation config."""
-    from shelfguard import modeling
+    from shelfguard.model import training
 
     ctx = RunContext.from_airflow(context)
-    artifact = modeling.register_model(ctx.settings, ctx.ledger, ctx.run_id)
+    artifact = training.register_model(ctx.settings, ctx.ledger, ctx.run_id)
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
-    config = modeling.write_eval_config(
+    config = training.write_eval_config(
         ctx.settings,
         ctx.ledger,
         ctx.run_id,
@@ -324,19 +324,19 @@ def register_model(context: Mapping[str, Any]) -> dict[str, str]:
 
 def prepare_index(context: Mapping[str, Any]) -> dict[str, str]:
     """Write the config of a full catalog embedding with the blessed challenger."""
-    from shelfguard import indexing, modeling
+    from shelfguard.model import index, training
 
     ctx = RunContext.from_airflow(context)
     settings, run_id = ctx.settings, ctx.run_id
-    result = modeling.read_json(ctx.run_dir / "train_result.json", "training result")
+    result = training.read_json(ctx.run_dir / "train_result.json", "training result")
     prepared = context["ti"].xcom_pull(task_ids="prepare_training")
-    export = modeling.DatasetExport(
+    export = training.DatasetExport(
         snapshot_id=str(result["data_snapshot_id"]), data_dir=UPath(prepared["data_dir"]), rows={}
     )
-    config = indexing.write_embed_config(
+    config = index.write_embed_config(
         settings, run_id, export, str(result["model_dir"]), precision=ctx.policy.index.precision
     )
-    _, _, result_path = indexing.embed_paths(settings, run_id)
+    _, _, result_path = index.embed_paths(settings, run_id)
     return {"embed_config": str(config), "embed_result": str(result_path)}
 
 
@@ -346,7 +346,7 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
     Only products that are new or whose text changed are encoded again, with the
     champion's own model; deleted products are dropped.
     """
-    from shelfguard import indexing, modeling
+    from shelfguard.model import index, training
 
     ctx = RunContext.from_airflow(context)
     settings, run_id, ledger = ctx.settings, ctx.run_id, ctx.ledger
@@ -354,9 +354,9 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
     if champion is None:
         ledger.update_lineage(run_id, index_refresh="skipped: no champion yet")
         return None
-    snapshot = modeling.training_snapshot(ledger, run_id)
-    export = modeling.export_training_data(settings, snapshot, schema=_snapshot_schema(ctx))
-    config = indexing.write_embed_config(
+    snapshot = training.training_snapshot(ledger, run_id)
+    export = training.export_training_data(settings, snapshot, schema=_snapshot_schema(ctx))
+    config = index.write_embed_config(
         settings,
         run_id,
         export,
@@ -370,15 +370,15 @@ def prepare_index_refresh(context: Mapping[str, Any]) -> dict[str, str] | None:
         model_sha256=champion.model.sha256,
         previous_index_sha256=champion.index.sha256,
     )
-    _, _, result_path = indexing.embed_paths(settings, run_id)
+    _, _, result_path = index.embed_paths(settings, run_id)
     return {"embed_config": str(config), "embed_result": str(result_path)}
 
 
 def start_canary(context: Mapping[str, Any]) -> dict[str, Any]:
     """Serve the approved challenger to the policy's share of sessions, when the policy
     requires a canary and there is a champion to compare it with."""
-    from shelfguard import canary
-    from shelfguard.promotion import ALIAS
+    from shelfguard.model import canary
+    from shelfguard.model.promotion import ALIAS
 
     ctx = RunContext.from_airflow(context)
     if not ctx.policy.canary.required:
@@ -399,7 +399,7 @@ def start_canary(context: Mapping[str, Any]) -> dict[str, Any]:
 
 def _end_own_canary(ledger: Ledger, run_id: str) -> None:
     """A run that did not promote takes its pair out of the canary it started."""
-    from shelfguard import canary
+    from shelfguard.model import canary
 
     run, alias = ledger.get_run(run_id), canary.running(ledger)
     if run is None or alias is None or alias.run_id != run_id or run.outcome == "PROMOTED":
@@ -410,10 +410,10 @@ def _end_own_canary(ledger: Ledger, run_id: str) -> None:
 def promote_run(ctx: RunContext) -> AliasRecord:
     """Move the champion to the run's (model, index) and say so in the run's lineage: the
     :func:`promote` task without Airflow. Raises
-    :class:`~shelfguard.promotion.PromotionRefused` (recorded in the lineage) when the
+    :class:`~shelfguard.model.promotion.PromotionRefused` (recorded in the lineage) when the
     ledger lacks a proof; a retry after the alias moved is a no-op."""
-    from shelfguard.promotion import PromotionRefused
-    from shelfguard.promotion import promote as move_champion
+    from shelfguard.model.promotion import PromotionRefused
+    from shelfguard.model.promotion import promote as move_champion
 
     try:
         alias = move_champion(ctx.ledger, ctx.policy, ctx.run_id)
@@ -430,7 +430,7 @@ def promote_run(ctx: RunContext) -> AliasRecord:
 
 def promote(context: Mapping[str, Any]) -> dict[str, Any]:
     """Move the champion alias to the run's (model, index) if the ledger holds every proof."""
-    from shelfguard.promotion import PromotionRefused
+    from shelfguard.model.promotion import PromotionRefused
 
     try:
         alias = promote_run(RunContext.from_airflow(context))

@@ -51,7 +51,7 @@ def _awaiting(ledger: Any, run_id: str) -> str:
 
 
 def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
-    from shelfguard.approval import ApprovalError, record_decision
+    from shelfguard.model.approval import ApprovalError, record_decision
     from shelfguard.policy import PolicyError
     from shelfguard.run_context import RunContext, RunContextError
 
@@ -115,7 +115,7 @@ def _policy_in_force(ledger: Any) -> Any:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from shelfguard.promotion import PromotionRefused, rollback
+    from shelfguard.model.promotion import PromotionRefused, rollback
 
     signer = _signer(args.by)
     ledger = home_ledger(settings)
@@ -318,7 +318,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     """``shelfguard gc [--dry-run] [--keep-days N]``: remove stored objects nothing needs."""
-    from shelfguard.objects import collect
+    from shelfguard.model.objects import collect
 
     if not 0 <= args.keep_days <= 36500:
         raise UsageError("--keep-days must be between 0 and 36500")

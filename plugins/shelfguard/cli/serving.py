@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_canary_status(args: argparse.Namespace, settings: Settings) -> int:
     """``shelfguard canary status``: what the running canary and the champion served, and
     the online gate's verdict on it so far."""
-    from shelfguard import canary
+    from shelfguard.model import canary
     from shelfguard.policy import CanaryPolicy
     from shelfguard.policy_approval import in_force
     from shelfguard.serving.app import ServeOptions

@@ -2,7 +2,7 @@
 
 The author of a console decision is the user Airflow's auth manager authenticated,
 the same verification a Required Action (Airflow's HITL) answer gets, so approvals
-and rejections are recorded through :func:`shelfguard.approval.record_decision` with
+and rejections are recorded through :func:`shelfguard.model.approval.record_decision` with
 ``via="hitl"``: promotion then checks them exactly as it checks an answer given in
 Airflow (the run's pinned policy, its approvers, never the run's triggerer).
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shelfguard import promotion
-from shelfguard.approval import ApprovalError, record_decision
 from shelfguard.ledger import AliasMove, AliasRecord, ApprovalRecord, Ledger, RunRecord
+from shelfguard.model import promotion
+from shelfguard.model.approval import ApprovalError, record_decision
+from shelfguard.model.promotion import ALIAS, PromotionRefused
 from shelfguard.policy import Policy
-from shelfguard.promotion import ALIAS, PromotionRefused
 
 #: What every console decision's comment (or alias move's reason) starts with.
 CONSOLE_NOTE = "in the governance console"
@@ -111,7 +111,7 @@ def rollback(
     ledger: Ledger, policy: Policy, user: str, *, to_version: int, reason: str = ""
 ) -> AliasRecord:
     """Move ``champion`` back to the pair of ``to_version``, authored by ``user``
-    (:func:`shelfguard.promotion.rollback` with the identity Airflow verified).
+    (:func:`shelfguard.model.promotion.rollback` with the identity Airflow verified).
 
     ``policy`` is the policy in force: only its approvers roll back (else 403). The ledger
     must verify and the target must be an earlier, once-approved pair (else 409).

@@ -14,7 +14,7 @@ from typing import Any
 
 from shelfguard.console.actions import RollbackTarget, rollback_targets, waiting_pair
 from shelfguard.ledger import AliasMove, AliasRecord, BatchRecord, Ledger, RunRecord
-from shelfguard.promotion import ALIAS
+from shelfguard.model.promotion import ALIAS
 
 #: The outcomes a finished run can have, and RUNNING: the Runs page's filter choices.
 OUTCOME_CHOICES = ("OK", "PROMOTED", "BLOCKED", "REJECTED", "FAILED", "ABANDONED", "RUNNING")

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shelfguard.gates.core import Check, GateOutcome, check
-from shelfguard.modeling import read_json
+from shelfguard.model.training import read_json
 from shelfguard.policy import EvaluationPolicy
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shelfguard.gates.core import Check, GateOutcome, check
-from shelfguard.indexing import embed_paths, embed_result, register_index
-from shelfguard.modeling import ModelingError
+from shelfguard.model.index import embed_paths, embed_result, register_index
+from shelfguard.model.training import ModelingError
 from shelfguard.policy import IndexPolicy
 
 if TYPE_CHECKING:

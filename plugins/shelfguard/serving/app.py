@@ -40,8 +40,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shelfguard.canary import running as canary_running
 from shelfguard.config import Settings, load_settings
+from shelfguard.model.canary import running as canary_running
 from shelfguard.serving.pairs import ChampionFollower, LoadedPair
 from shelfguard.serving.routing import CANARY, Router
 from shelfguard.serving.served_log import Refused, ServedLog

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from shelfguard.data.generator import SEARCH_LOG_COLUMNS
-from shelfguard.online import ServedSearch
+from shelfguard.model.online import ServedSearch
 
 log = logging.getLogger(__name__)
 

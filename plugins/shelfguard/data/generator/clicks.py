@@ -1,5 +1,5 @@
 """The position-based click model, shared by the search log and the simulated shoppers
-of ``shelfguard.serving.shoppers`` (and the debiasing of ``shelfguard.online``)."""
+of ``shelfguard.serving.shoppers`` (and the debiasing of ``shelfguard.model.online``)."""
 
 from __future__ import annotations
 

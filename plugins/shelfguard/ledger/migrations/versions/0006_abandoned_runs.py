@@ -6,7 +6,7 @@ Create Date: 2026-12-04 00:00:00+00:00
 
 Admits the outcome ``ABANDONED`` in ``runs`` (see ``shelfguard.liveness``), and adds
 ``collections``: each ``shelfguard gc`` and the stored models and indexes it removed
-(see ``shelfguard.objects``).
+(see ``shelfguard.model.objects``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Create Date: 2026-12-05 00:00:00+00:00
 
 Admits the actions ``canary_start`` and ``canary_end`` in ``alias_history``: the
 ``canary`` alias names the approved challenger pair the search service answers a share
-of sessions with (see ``shelfguard.canary``).
+of sessions with (see ``shelfguard.model.canary``).
 """
 
 from __future__ import annotations

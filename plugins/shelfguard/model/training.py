@@ -255,7 +255,7 @@ def read_json(path: UPath, what: str) -> dict[str, Any]:
 
 def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactRecord:
     """Record the trained model (uri, sha256, lineage) and the run's training lineage."""
-    from shelfguard import objects
+    from shelfguard.model import objects
 
     result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
     # Stored by content: the champion never depends on this run's folder.

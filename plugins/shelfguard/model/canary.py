@@ -12,7 +12,7 @@ saw is on record:
   sessions (a canary on the champion's own pair is no canary).
 - :func:`evidence` reads what the service served (its delivery folders record the pair
   that answered each search) and :func:`judge` applies the policy's online test
-  (:mod:`shelfguard.online`).
+  (:mod:`shelfguard.model.online`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from shelfguard.config import Settings
 from shelfguard.ledger import AliasRecord, Ledger
-from shelfguard.online import GATE, Arm, OnlineVerdict, arm_of, compare
+from shelfguard.model.online import GATE, Arm, OnlineVerdict, arm_of, compare
+from shelfguard.model.promotion import ALIAS, PromotionRefused, check_promotion, online_subject
 from shelfguard.policy import CanaryPolicy, Policy
-from shelfguard.promotion import ALIAS, PromotionRefused, check_promotion, online_subject
 from shelfguard.serving.routing import CANARY
 from shelfguard.serving.served_log import served_by_pair
 

@@ -19,7 +19,7 @@ from upath import UPath
 from shelfguard.config import Settings
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, Ledger
-from shelfguard.modeling import DatasetExport, read_json, run_dir
+from shelfguard.model.training import DatasetExport, read_json, run_dir
 
 
 def embed_paths(settings: Settings, run_id: str) -> tuple[UPath, UPath, UPath]:
@@ -62,7 +62,7 @@ def embed_result(settings: Settings, run_id: str) -> dict[str, Any]:
 
 def register_index(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactRecord:
     """Record the run's index folder as an ``index`` artifact bound to its model's sha256."""
-    from shelfguard import objects
+    from shelfguard.model import objects
 
     result = embed_result(settings, run_id)
     # Stored by content: the champion never depends on this run's folder.
