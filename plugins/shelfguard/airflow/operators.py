@@ -14,12 +14,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from shelfguard.model.approval import (
-    ApprovalError,
     approve_by_policy,
     evidence,
-    pending_pair,
-    record_decision,
-    reject_at_timeout,
     wait_for_decision,
 )
 
@@ -152,58 +148,9 @@ class LedgerApprovalOperator(BaseOperator):
 
 
 def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
-    """Approval on the ``hitl`` backend: Airflow's ApprovalOperator, answered by a person."""
-    from airflow.providers.standard.exceptions import HITLTimeoutError
-    from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
-
-    class GovernanceApprovalOperator(ApprovalOperator):  # type: ignore[misc]
-        """ApprovalOperator whose evidence, approvers and timeout come from the policy."""
-
-        def execute(self, context: Context) -> Any:
-            ledger, policy, run_id = _context_run(context)
-            if policy.approval.mode == "auto":
-                raise AirflowFailException(
-                    "governance.yml approval.mode is 'auto', which is for the embedded "
-                    "development setup only: set it to 'required' for the hitl backend"
-                )
-            pending_pair(ledger, run_id)
-            self.subject = f"Promote the search model of {run_id}?"
-            self.body = evidence(ledger, run_id, report=_report_so_far(ledger, run_id))
-            self.response_timeout = timedelta(minutes=policy.approval.timeout_minutes)
-            self.assigned_users = [{"id": a, "name": a} for a in policy.approval.approvers]
-            _tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
-            return super().execute(context)
-
-        def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-            ledger, policy, run_id = _context_run(context)
-            model, index = pending_pair(ledger, run_id)
-            try:
-                payload = HITLOperator.execute_complete(self, context, event)
-            except HITLTimeoutError:
-                payload = {"chosen_options": [self.REJECT], "responded_by_user": None}
-            user = payload.get("responded_by_user") or {}
-            name = str(user.get("name") or user.get("id") or "")
-            chosen = payload["chosen_options"][0]
-            if not name:
-                decision = reject_at_timeout(ledger, policy, run_id, "no answer before the timeout")
-                return _finish(decision, self.log)
-            answer = "approved" if chosen == self.APPROVE else "rejected"
-            try:
-                decision = record_decision(
-                    ledger, policy, run_id, answer, name, via="hitl", comment="answered in Airflow"
-                )
-            except ApprovalError as exc:
-                decision = ledger.record_approval(
-                    run_id,
-                    "rejected",
-                    name,
-                    model_sha256=model,
-                    index_sha256=index,
-                    via="hitl",
-                    comment=f"refused: {exc}",
-                    policy_sha256=policy.sha256,
-                )
-            return _finish(decision, self.log)
+    """Approval on the ``hitl`` backend: Airflow's ApprovalOperator, answered by a person
+    (:class:`~shelfguard.airflow.hitl_approval.GovernanceApprovalOperator`)."""
+    from shelfguard.airflow.hitl_approval import GovernanceApprovalOperator
 
     return GovernanceApprovalOperator(
         task_id=task_id,
@@ -279,18 +226,22 @@ class OnlineGateOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Judge the evidence the canary gathered; record it; block a losing challenger."""
-        from shelfguard.config import load_settings
+        from shelfguard.gates import run_gate
         from shelfguard.model import canary
 
-        ledger, policy, run_id = _context_run(context)
-        folder = canary.served_folder(load_settings())
-        found = canary.evidence(ledger, folder, policy.canary)
-        verdict = canary.judge(found, policy.canary)
-        status = canary.record(
-            ledger, run_id, found, verdict, policy.canary, timed_out=not event.get("ready")
+        ledger, _, run_id = _context_run(context)
+        outcome = run_gate(
+            "online", run_id, ledger=ledger, evidence={"timed_out": not event.get("ready")}
         )
-        self.log.info("online gate %s: %s", status, verdict.reason)
-        if status == "fail":
-            canary.end(ledger, by="policy", reason=f"online gate failed: {verdict.reason}")
-            raise AirflowFailException(f"online gate blocked the challenger: {verdict.reason}")
-        return {"online": status, "difference": verdict.difference, "lower": verdict.lower}
+        test = outcome.checks[-1]
+        reason = str(test["comment"])
+        self.log.info("online gate %s: %s", outcome.status, reason)
+        if outcome.status == "fail":
+            canary.end(ledger, by="policy", reason=f"online gate failed: {reason}")
+            raise AirflowFailException(f"online gate blocked the challenger: {reason}")
+        observed = test["observed"]
+        return {
+            "online": outcome.status,
+            "difference": observed["difference"],
+            "lower": observed["lower_bound"],
+        }

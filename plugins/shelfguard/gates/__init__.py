@@ -10,6 +10,7 @@ training_data  the marts snapshot               ``data:<fingerprint>``          
 evaluation     the challenger model             ``model:<sha256>``              :class:`GateOperator`
 index          the catalog index                ``index:<sha256>``              :class:`GateOperator`
 online         the canary's served answers      ``pair:<model>:<index>``        the online gate task
+                                                                                (deferred to its trigger)
 ============== ================================ =============================== ===================
 
 (:class:`GateOperator` is :class:`shelfguard.airflow.operators.GateOperator`.)
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 #: The gates :func:`run_gate` runs by name, each a module of this package.
-GATES = ("ingest", "raw_data", "dbt", "training_data", "evaluation", "index")
+GATES = ("ingest", "raw_data", "dbt", "training_data", "evaluation", "index", "online")
 #: The suites each data gate runs as the project ships them (the gates discover them anew
 #: at every run: a new file in ``expectations/`` is enough, see :func:`quality.suites_of`).
 RAW_SUITES = suites_of("raw_data")

@@ -12,7 +12,8 @@ saw is on record:
   sessions (a canary on the champion's own pair is no canary).
 - :func:`evidence` reads what the service served (its delivery folders record the pair
   that answered each search) and :func:`judge` applies the policy's online test
-  (:mod:`shelfguard.model.online`).
+  (:mod:`shelfguard.model.online`); the online gate records the verdict
+  (:mod:`shelfguard.gates.online`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from shelfguard.config import Settings
 from shelfguard.ledger import AliasRecord, Ledger
 from shelfguard.model.online import GATE, Arm, OnlineVerdict, arm_of, compare
-from shelfguard.model.promotion import ALIAS, PromotionRefused, check_promotion, online_subject
+from shelfguard.model.promotion import ALIAS, PromotionRefused, check_promotion
 from shelfguard.policy import CanaryPolicy, Policy
 from shelfguard.serving.routing import CANARY
 from shelfguard.serving.served_log import served_by_pair
@@ -35,7 +36,6 @@ __all__ = [
     "end",
     "evidence",
     "judge",
-    "record",
     "running",
     "start",
 ]
@@ -144,39 +144,3 @@ def judge(found: Evidence, policy: CanaryPolicy) -> OnlineVerdict:
         confidence=policy.confidence,
         min_impressions=policy.min_impressions,
     )
-
-
-def record(
-    ledger: Ledger,
-    run_id: str,
-    found: Evidence,
-    verdict: OnlineVerdict,
-    policy: CanaryPolicy,
-    *,
-    timed_out: bool = False,
-) -> str:
-    """Record the online gate's verdict on the challenger's pair in the ledger, like every
-    gate's; a gate that timed out waiting for impressions fails. Returns the status."""
-    checks = verdict.checks(found.champion, found.challenger, policy.min_impressions)
-    if timed_out:
-        checks[0]["comment"] += f"; waited {policy.max_wait_minutes} minutes"
-    status = "pass" if verdict.decided and verdict.passed else "fail"
-    metrics = {
-        arm.name: {
-            "sessions": arm.sessions,
-            "searches": arm.searches,
-            "impressions": arm.impressions,
-            "clicks": arm.clicks,
-            policy.metric: round(arm.value, 6),
-        }
-        for arm in (found.champion, found.challenger)
-    }
-    ledger.record_gate(
-        run_id,
-        GATE,
-        status,
-        subject=online_subject(*found.challenger_pair),
-        checks=checks,
-        metrics={**metrics, "champion_pair": list(found.champion_pair)},
-    )
-    return status
