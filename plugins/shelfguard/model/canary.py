@@ -24,7 +24,7 @@ from pathlib import Path
 from shelfguard.config import Settings
 from shelfguard.ledger import AliasRecord, Ledger
 from shelfguard.model.online import GATE, Arm, OnlineVerdict, arm_of, compare
-from shelfguard.model.promotion import ALIAS, PromotionRefused, check_promotion
+from shelfguard.model.promotion import ALIAS, PromotionRefused, check_promotion, move_to
 from shelfguard.policy import CanaryPolicy, Policy
 from shelfguard.serving.routing import CANARY
 from shelfguard.serving.served_log import served_by_pair
@@ -62,19 +62,8 @@ def start(ledger: Ledger, policy: Policy, run_id: str) -> AliasRecord:
     if (candidate.model.sha256, candidate.index.sha256) == _pair(champion):
         raise CanaryError(f"run {run_id}'s pair is already the champion")
     before = ledger.get_alias(CANARY)
-    return ledger.move_alias(
-        CANARY,
-        candidate.model.id,
-        candidate.index.id,
-        moved_by=candidate.approval.decided_by,
-        reason=(
-            f"run {run_id}: canary on {policy.canary.share:.0%} of sessions; approved by "
-            f"{candidate.approval.decided_by} via {candidate.approval.via}"
-        ),
-        action="canary_start",
-        run_id=run_id,
-        expected_version=0 if before is None else before.version,
-    )
+    why = f"canary on {policy.canary.share:.0%} of sessions"
+    return move_to(ledger, CANARY, candidate, before, why, "canary_start")
 
 
 def running(ledger: Ledger) -> AliasRecord | None:

@@ -273,17 +273,31 @@ def promote(ledger: Ledger, policy: Policy, run_id: str) -> AliasRecord:
     """Check the evidence, then move ``champion`` to the run's (model, index) in one transaction."""
     before = ledger.get_alias(ALIAS)
     candidate = check_promotion(ledger, policy, run_id)
+    return move_to(ledger, ALIAS, candidate, before, "every required gate passed", "promote")
+
+
+def move_to(
+    ledger: Ledger,
+    alias: str,
+    candidate: Candidate,
+    before: AliasRecord | None,
+    why: str,
+    action: str,
+) -> AliasRecord:
+    """Move ``alias`` to a checked candidate's pair, in the name of its approver.
+
+    ``before`` is the alias as read before the checks: a move by anyone else since then
+    makes this one fail instead of overwriting it.
+    """
+    approval = candidate.approval
     return ledger.move_alias(
-        ALIAS,
+        alias,
         candidate.model.id,
         candidate.index.id,
-        moved_by=candidate.approval.decided_by,
-        reason=(
-            f"run {run_id}: every required gate passed; approved by "
-            f"{candidate.approval.decided_by} via {candidate.approval.via}"
-        ),
-        action="promote",
-        run_id=run_id,
+        moved_by=approval.decided_by,
+        reason=f"run {candidate.run.run_id}: {why}; approved by {approval.decided_by} via {approval.via}",
+        action=action,
+        run_id=candidate.run.run_id,
         expected_version=0 if before is None else before.version,
     )
 
