@@ -229,9 +229,10 @@ class OnlineGateOperator(BaseOperator):
         from shelfguard.gates import run_gate
         from shelfguard.model import canary
 
-        ledger, _, run_id = _context_run(context)
+        ledger, policy, run_id = _context_run(context)
+        timed_out = not event.get("ready")
         outcome = run_gate(
-            "online", run_id, ledger=ledger, evidence={"timed_out": not event.get("ready")}
+            "online", run_id, policy=policy, ledger=ledger, evidence={"timed_out": timed_out}
         )
         test = outcome.checks[-1]
         reason = str(test["comment"])
