@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -60,9 +61,9 @@ def sg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throw-away database on the local PostgreSQL, dropped after the session."""
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A new database on the local PostgreSQL (its URL), dropped on exit."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -87,6 +88,20 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away database on the local PostgreSQL, shared by the session."""
+    with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A throw-away database of this test alone."""
+    with throwaway_database() as url:
+        yield url
 
 
 # The groups that take longest (minutes of one worker, measured with --durations), longest

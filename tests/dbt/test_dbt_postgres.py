@@ -7,6 +7,8 @@ two warehouses can be compared row for row.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,58 @@ def test_postgres_marts_match_duckdb(
         assert pg_id == dk_id
         assert pg_weight == pytest.approx(dk_weight)
         assert pg_ctr == pytest.approx(dk_ctr)
+
+
+def _waiting_to_create_schema(url: str) -> bool:
+    """Whether a session of ``url``'s database waits on a lock to create a schema."""
+    database = url.rsplit("/", 1)[-1]
+    found = pg_rows(
+        url.rsplit("/", 1)[0] + "/postgres",
+        "select count(*) from pg_stat_activity "
+        f"where datname = '{database}' and wait_event_type = 'Lock' "
+        "and query ilike '%create schema%'",
+    )
+    return bool(found[0][0])
+
+
+def test_a_schema_created_by_a_concurrent_dbt_task_does_not_fail_this_one(
+    fresh_postgres_url: str,
+    clean_data: GenerateResult,
+    policy: Policy,
+    tmp_path: Path,
+) -> None:
+    """Two Cosmos tasks of a new warehouse both create ``staging``: the one that loses
+    PostgreSQL's race must build its model, not fail on the schema the other made.
+
+    The race is staged, not hoped for: another session creates ``staging`` and holds its
+    transaction open until dbt is seen waiting on it, then commits.
+    """
+    batch_id, _ = load_raw(fresh_postgres_url, clean_data.out_dir, tmp_path / "ledger.sqlite")
+    settings = make_settings(tmp_path, {"SHELFGUARD_WAREHOUSE_URL": fresh_postgres_url})
+    engine = sa.create_engine(fresh_postgres_url)
+    results: list[DbtBuildResult] = []
+    try:
+        with engine.connect() as other_task:
+            transaction = other_task.begin()
+            other_task.execute(sa.text("create schema staging"))
+            with ThreadPoolExecutor(1) as pool:
+                # Two models: the test that relates them is selected with them.
+                models = ["stg_catalog__queries", "stg_catalog__judgements"]
+                running = pool.submit(build, settings, policy, models, candidate_batch=batch_id)
+                deadline = time.monotonic() + 120
+                while not _waiting_to_create_schema(fresh_postgres_url):
+                    assert not running.done(), "dbt finished without creating `staging`"
+                    assert time.monotonic() < deadline, "dbt never reached `create schema`"
+                    time.sleep(0.2)
+                transaction.commit()
+                results.append(running.result(timeout=300))
+    finally:
+        engine.dispose()
+    result = results[0]
+    assert result.success, result.log_tail
+    built = sorted(n.unique_id for n in result.nodes if n.resource_type == "model")
+    assert built == [
+        "model.shelfguard.stg_catalog__judgements",
+        "model.shelfguard.stg_catalog__queries",
+    ]
+    assert pg_rows(fresh_postgres_url, "select count(*) from staging.stg_catalog__queries")[0][0]

@@ -40,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -205,21 +205,24 @@ class Stack:
             if proc.poll() is None:
                 proc.wait(timeout=10)
 
-    def diagnostics(self) -> str:
+    def diagnostics(self, failed_tasks: Iterable[str] = ()) -> str:
+        """The services' log tails, then the logs of the failed tasks (else the latest)."""
         parts = [f"logs: {self.logs} (services), {self.airflow_home / 'logs'} (tasks)"]
         for log in sorted(self.logs.glob("*.log")):
             parts.append(f"----- {log.name} (last {LOG_TAIL_LINES} lines) -----\n{tail(log)}")
         task_logs = sorted(
             (self.airflow_home / "logs").glob("dag_id=*/**/*.log"), key=lambda p: p.stat().st_mtime
         )
-        for log in task_logs[-4:]:
+        wanted = {f"task_id={task}" for task in failed_tasks}
+        chosen = [log for log in task_logs if wanted & set(log.parts)] or task_logs[-4:]
+        for log in chosen:
             rel = log.relative_to(self.airflow_home / "logs")
-            parts.append(f"----- task log {rel} -----\n{tail(log)}")
+            parts.append(f"----- task log {rel} -----\n{tail(log, 3 * LOG_TAIL_LINES)}")
         return "\n".join(parts)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, failed_tasks: Iterable[str] = ()) -> None:
         self.reported = True
-        pytest.fail(f"{message}\n{self.diagnostics()}", pytrace=False)
+        pytest.fail(f"{message}\n{self.diagnostics(failed_tasks)}", pytrace=False)
 
     # --- REST API -------------------------------------------------------------------
 
@@ -278,9 +281,11 @@ class Stack:
         def finished() -> bool:
             state = self.get(self.run_path(dag_id, run_id))["state"]
             if state == "failed":
+                states = self.task_states(dag_id, run_id)
                 self.fail(
                     f"{dag_id} run {run_id} failed; tasks: "
-                    f"{json.dumps(self.task_states(dag_id, run_id), indent=1, sort_keys=True)}"
+                    f"{json.dumps(states, indent=1, sort_keys=True)}",
+                    [task for task, task_state in states.items() if task_state == "failed"],
                 )
             return state == "success"
 
