@@ -71,7 +71,7 @@ REFRESH = "ti.xcom_pull(task_ids='prepare_index_refresh')"
 def catalog_refresh() -> None:
     @task
     def start(**context: object) -> str:
-        return tasks.start_run(context)
+        return tasks.start_run(context, publishes=True)
 
     @task
     def ingest(**context: object) -> dict[str, object]:

@@ -45,6 +45,7 @@ from openlineage.client.generated.data_quality_assertions_dataset import (
 from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
 from openlineage.client.transport.file import FileConfig, FileTransport
 
+from shelfguard.data.publication import builds_candidate
 from shelfguard.lineage import OPENLINEAGE_NAMESPACE, openlineage_file_path
 
 if TYPE_CHECKING:
@@ -304,7 +305,7 @@ def run_events(settings: Settings, ledger: Ledger, run_id: str) -> list[RunEvent
         )
     warehouse = settings.warehouse_url
     by_gate = {g.gate: g for g in gates}
-    if run.dag_id == "catalog_refresh":
+    if builds_candidate(run.lineage):
         landing = [g for g in gates if g.gate != "dbt"]
         inputs = []
         for record in ledger.ingested_files(run_id=run_id):

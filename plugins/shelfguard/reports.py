@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from shelfguard.config import Settings
+from shelfguard.data.publication import builds_candidate
 from shelfguard.ledger import GateRecord, Ledger
 
 
@@ -99,6 +100,7 @@ def build_report(ledger: Ledger, run_id: str) -> dict[str, Any]:
                 "started_at": run.started_at,
                 "finished_at": run.finished_at,
                 "triggered_by": run.triggered_by,
+                "builds_candidate": builds_candidate(run.lineage),
             },
             "lineage": run.lineage,
             "inputs": inputs,
@@ -205,9 +207,9 @@ th{background:#f6f8fa} code{font-size:.85rem;word-break:break-all}
 <h2>Data: batch and published snapshot</h2>
 {% if r.batch %}<p>Batch <code>{{ r.batch.batch_id }}</code> is <span class="badge {{ 'pass' if r.batch.state == 'published' else 'fail' if r.batch.state in ('blocked', 'purged') else 'warn' }}">{{ r.batch.state }}</span>{% if r.batch.gate %} (blocked by gate {{ r.batch.gate }}){% endif %}.
 {% if r.batch.state == 'blocked' %}Its rows stay in <code>raw.*</code> as evidence and are never read downstream.{% endif %}</p>{% endif %}
-{% if r.snapshot %}<p>{{ "Published" if r.run.dag_id == "catalog_refresh" else "Read" }} snapshot <code>{{ r.snapshot.snapshot_id }}</code>
+{% if r.snapshot %}<p>{{ "Published" if r.run.builds_candidate else "Read" }} snapshot <code>{{ r.snapshot.snapshot_id }}</code>
 (schema <code>{{ r.snapshot.schema_name }}</code>, fingerprint <code>{{ r.snapshot.fingerprint }}</code>, published {{ r.snapshot.published_at }}).</p>
-{% elif r.run.dag_id == "catalog_refresh" %}<p class="muted">Nothing was published: the marts are exactly as they were before this run.</p>{% endif %}
+{% elif r.run.builds_candidate %}<p class="muted">Nothing was published: the marts are exactly as they were before this run.</p>{% endif %}
 
 <h2>Policy</h2>
 {% if r.policy.pinned %}<p>Pinned when the run started, from <code>{{ r.policy.source }}</code>, sha256 <code>{{ r.policy.sha256 }}</code>; every task of the run used these bytes.</p>

@@ -68,7 +68,7 @@ class Home:
             source = self.data_root / key
             generate(source, products=PRODUCTS, seed=SEED, searches=SEARCHES, defects=list(defects))
             context = airflow_context(f"manual__{key}", params={"source": str(source)})
-            run_id = tasks.start_run(context)
+            run_id = tasks.start_run(context, publishes=True)
             tasks.ingest(context)
             self.runs[key] = run_id
         return self.runs[key]
@@ -79,7 +79,7 @@ class Home:
         key = "+".join(defects) or "clean"
         source = self.data_root / key
         context = airflow_context(f"manual__{key}__again", params={"source": str(source)})
-        run_id = tasks.start_run(context)
+        run_id = tasks.start_run(context, publishes=True)
         tasks.ingest(context)
         return run_id
 

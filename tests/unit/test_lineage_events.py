@@ -166,7 +166,12 @@ def test_events_from_the_ledger_chain_refresh_to_model_to_index(
 
     ledger = open_ledger(sg_home.ledger_url)
     refresh, retrain = "catalog_refresh/manual__1", "search_model_retraining/asset__1"
-    ledger.start_run(refresh, "catalog_refresh", lineage={"batch_id": "b1"})
+    # As start_run(publishes=True) opens a refresh run: with its candidate schema.
+    ledger.start_run(
+        refresh,
+        "catalog_refresh",
+        lineage={"batch_id": "b1", "marts_schema": "snapshot_" + "1" * 16},
+    )
     ledger.land_batch("b1", [{"file_name": "products.csv", "sha256": "a" * 64}], run_id=refresh)
     ledger.record_ingested_file(
         IngestFileRecord(

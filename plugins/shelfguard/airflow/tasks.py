@@ -25,7 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from upath import UPath
 
 from shelfguard.config import Settings, load_settings
-from shelfguard.data.publication import PublishedSnapshot
+from shelfguard.data.publication import PublishedSnapshot, builds_candidate
 from shelfguard.failpoints import failpoint
 from shelfguard.ledger import AliasRecord, Ledger, SnapshotRecord, open_ledger
 from shelfguard.lineage import code_version, ledger_run_id
@@ -47,13 +47,14 @@ def _conf(context: Mapping[str, Any]) -> dict[str, Any]:
     return dict(conf)
 
 
-def start_run(context: Mapping[str, Any]) -> str:
+def start_run(context: Mapping[str, Any], *, publishes: bool = False) -> str:
     """Open the run in the ledger: code version, request id, and the policy, pinned.
 
     The policy file is read here and nowhere else in the run: its bytes go to the ledger
-    under their sha256 and every later task parses them from there. A ``catalog_refresh``
-    run is given its candidate schema; a retraining run pins the published snapshot it
-    will read from start to end.
+    under their sha256 and every later task parses them from there. A run that
+    ``publishes`` (``catalog_refresh``) is given its candidate schema; any other run pins
+    the published snapshot it will read from start to end. Later tasks tell the two
+    apart by the run's lineage (:func:`~shelfguard.data.publication.builds_candidate`).
     """
     from shelfguard.airflow.cosmos import K_ANONYMITY_XCOM, MARTS_SCHEMA_XCOM
     from shelfguard.data import publication
@@ -81,7 +82,7 @@ def start_run(context: Mapping[str, Any]) -> str:
         lineage["recovered_snapshots"] = recovered
     if os.environ.get(RUN_LOCK_ENV):
         lineage["runner"] = EMBEDDED_RUNNER
-    if dag_id == "catalog_refresh":
+    if publishes:
         lineage["marts_schema"] = publication.snapshot_schema(run_id)
     else:
         lineage.update(_pin_snapshot(context, settings, ledger))
@@ -458,7 +459,8 @@ def finalize(context: Mapping[str, Any]) -> str:
         from shelfguard import notify
         from shelfguard.reports import write_report
 
-        if dag_id == "catalog_refresh":
+        run = ledger.get_run(run_id)
+        if run is not None and builds_candidate(run.lineage):
             _settle_batch(settings, ledger, run_id)
         else:
             _end_own_canary(ledger, run_id)

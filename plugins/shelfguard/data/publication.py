@@ -86,6 +86,17 @@ def snapshot_schema(run_id: str) -> str:
     return SNAPSHOT_PREFIX + hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:16]
 
 
+def builds_candidate(lineage: Mapping[str, Any]) -> bool:
+    """Whether a run builds candidate marts (it lands a batch and publishes only when its
+    data gates pass), as opposed to reading a published snapshot it pinned at its start.
+
+    Read from the run's own lineage (its candidate ``marts_schema``, and no pinned
+    ``snapshot_id``), not from the name of its DAG: a DAG with ``start_run(...,
+    publishes=True)`` is a refresh DAG whatever it is called.
+    """
+    return bool(lineage.get("marts_schema")) and lineage.get("snapshot_id") is None
+
+
 def snapshot_id_for(schema: str) -> str:
     """A snapshot is named by its schema: ``snapshot_<16 hex>`` -> ``snap-<16 hex>``."""
     _check_schema(schema)
