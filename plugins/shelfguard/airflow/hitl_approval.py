@@ -14,13 +14,19 @@ from airflow.providers.standard.exceptions import HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from shelfguard.airflow.operators import _context_run, _finish, _report_so_far, _tell_waiting
+from shelfguard.airflow.approval_steps import (
+    context_run,
+    finish_decision,
+    report_so_far,
+    tell_waiting,
+)
 from shelfguard.model.approval import (
     ApprovalError,
     evidence,
     pending_pair,
     record_decision,
     reject_at_timeout,
+    reject_refused,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +37,7 @@ class GovernanceApprovalOperator(ApprovalOperator):  # type: ignore[misc]
     """ApprovalOperator whose evidence, approvers and timeout come from the policy."""
 
     def execute(self, context: Context) -> Any:
-        ledger, policy, run_id = _context_run(context)
+        ledger, policy, run_id = context_run(context)
         if policy.approval.mode == "auto":
             raise AirflowFailException(
                 "governance.yml approval.mode is 'auto', which is for the embedded "
@@ -39,15 +45,14 @@ class GovernanceApprovalOperator(ApprovalOperator):  # type: ignore[misc]
             )
         pending_pair(ledger, run_id)
         self.subject = f"Promote the search model of {run_id}?"
-        self.body = evidence(ledger, run_id, report=_report_so_far(ledger, run_id))
+        self.body = evidence(ledger, run_id, report=report_so_far(ledger, run_id))
         self.response_timeout = timedelta(minutes=policy.approval.timeout_minutes)
         self.assigned_users = [{"id": a, "name": a} for a in policy.approval.approvers]
-        _tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
+        tell_waiting(ledger, policy, run_id, "Answer in Airflow: Required Actions", context)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        ledger, policy, run_id = _context_run(context)
-        model, index = pending_pair(ledger, run_id)
+        ledger, policy, run_id = context_run(context)
         try:
             payload = HITLOperator.execute_complete(self, context, event)
         except HITLTimeoutError:
@@ -57,21 +62,12 @@ class GovernanceApprovalOperator(ApprovalOperator):  # type: ignore[misc]
         chosen = payload["chosen_options"][0]
         if not name:
             decision = reject_at_timeout(ledger, policy, run_id, "no answer before the timeout")
-            return _finish(decision, self.log)
+            return finish_decision(decision, self.log)
         answer = "approved" if chosen == self.APPROVE else "rejected"
         try:
             decision = record_decision(
                 ledger, policy, run_id, answer, name, via="hitl", comment="answered in Airflow"
             )
         except ApprovalError as exc:
-            decision = ledger.record_approval(
-                run_id,
-                "rejected",
-                name,
-                model_sha256=model,
-                index_sha256=index,
-                via="hitl",
-                comment=f"refused: {exc}",
-                policy_sha256=policy.sha256,
-            )
-        return _finish(decision, self.log)
+            decision = reject_refused(ledger, policy, run_id, name, via="hitl", why=str(exc))
+        return finish_decision(decision, self.log)

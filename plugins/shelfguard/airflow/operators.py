@@ -6,13 +6,18 @@ Expectations, pandas and the warehouse drivers are only imported when a task run
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from shelfguard.airflow.approval_steps import (
+    context_run,
+    finish_decision,
+    tell_waiting,
+)
 from shelfguard.model.approval import (
     approve_by_policy,
     evidence,
@@ -22,8 +27,6 @@ from shelfguard.model.approval import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from shelfguard.ledger import ApprovalRecord, Ledger
-    from shelfguard.policy import Policy
 
 
 class GateOperator(BaseOperator):
@@ -74,44 +77,6 @@ class GateOperator(BaseOperator):
         }
 
 
-def _report_so_far(ledger: Ledger, run_id: str) -> str:
-    """The run's governance report as it stands while it waits (rewritten at the end)."""
-    from shelfguard.config import load_settings
-    from shelfguard.reports import write_report
-
-    return write_report(load_settings(), ledger, run_id).as_uri()
-
-
-def _finish(decision: ApprovalRecord, log: Any) -> dict[str, Any]:
-    summary = {
-        "decision": decision.decision,
-        "decided_by": decision.decided_by,
-        "via": decision.via,
-        "comment": decision.comment,
-    }
-    if decision.decision != "approved":
-        raise AirflowFailException(
-            f"REJECTED by {decision.decided_by} via {decision.via}: {decision.comment or '-'}"
-        )
-    log.info("approved by %s via %s", decision.decided_by, decision.via)
-    return summary
-
-
-def _tell_waiting(ledger: Ledger, policy: Policy, run_id: str, how: str, context: Any) -> None:
-    """Tell the policy's channels that this run's pair waits for a person."""
-    from shelfguard import notify
-
-    notify.send(policy, notify.approval_notice(ledger, run_id, how), context)
-
-
-def _context_run(context: Mapping[str, Any]) -> tuple[Ledger, Policy, str]:
-    """The run's ledger, the policy it pinned when it started, and its ledger id."""
-    from shelfguard.run_context import RunContext
-
-    ctx = RunContext.from_airflow(context)
-    return ctx.ledger, ctx.policy, ctx.run_id
-
-
 class LedgerApprovalOperator(BaseOperator):
     """Approval on the ``ledger`` backend: policy ``auto``, or wait for ``shelfguard approve``."""
 
@@ -124,7 +89,7 @@ class LedgerApprovalOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Record the policy's approval or wait (with a real timeout) for a person's decision."""
-        ledger, policy, run_id = _context_run(context)
+        ledger, policy, run_id = context_run(context)
         mode = policy.approval.index_refresh if self.index_refresh else policy.approval.mode
         if mode == "auto":
             why = (
@@ -132,9 +97,9 @@ class LedgerApprovalOperator(BaseOperator):
                 if self.index_refresh
                 else "approval.mode is auto (embedded development)"
             )
-            return _finish(approve_by_policy(ledger, policy, run_id, why), self.log)
+            return finish_decision(approve_by_policy(ledger, policy, run_id, why), self.log)
         self.log.info("%s", evidence(ledger, run_id))
-        _tell_waiting(
+        tell_waiting(
             ledger, policy, run_id, f"Answer: shelfguard approve|reject {run_id} --by NAME", context
         )
         decision = wait_for_decision(
@@ -144,7 +109,7 @@ class LedgerApprovalOperator(BaseOperator):
             timeout_seconds=policy.approval.timeout_minutes * 60,
             log=self.log,
         )
-        return _finish(decision, self.log)
+        return finish_decision(decision, self.log)
 
 
 def hitl_operator(task_id: str, **kwargs: Any) -> BaseOperator:
@@ -196,7 +161,7 @@ class OnlineGateOperator(BaseOperator):
         from shelfguard.model import canary
         from shelfguard.model.promotion import ALIAS
 
-        ledger, policy, run_id = _context_run(context)
+        ledger, policy, run_id = context_run(context)
         running, champion = canary.running(ledger), ledger.get_alias(ALIAS)
         if running is None or champion is None or running.run_id != run_id:
             self.log.info("no canary of this run is serving: the online gate does not apply")
@@ -229,7 +194,7 @@ class OnlineGateOperator(BaseOperator):
         from shelfguard.gates import run_gate
         from shelfguard.model import canary
 
-        ledger, policy, run_id = _context_run(context)
+        ledger, policy, run_id = context_run(context)
         timed_out = not event.get("ready")
         outcome = run_gate(
             "online", run_id, policy=policy, ledger=ledger, evidence={"timed_out": timed_out}

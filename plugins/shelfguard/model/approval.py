@@ -34,6 +34,8 @@ from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ApprovalRecord, Ledger
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shelfguard.policy import Policy
 
 POLL_SECONDS = 2.0
@@ -129,6 +131,35 @@ def record_decision(
             )
         )
     failpoint("approval.signed")
+    return _record(
+        ledger,
+        policy,
+        run_id,
+        decision,
+        decided_by,
+        via=via,
+        comment=comment,
+        pair=(model, index),
+        at=at,
+        attestation=envelope,
+    )
+
+
+def _record(
+    ledger: Ledger,
+    policy: Policy,
+    run_id: str,
+    decision: str,
+    decided_by: str,
+    *,
+    via: str,
+    comment: str,
+    pair: tuple[str, str] | None = None,
+    at: datetime | None = None,
+    attestation: dict[str, Any] | None = None,
+) -> ApprovalRecord:
+    """The one writer of decisions: on the run's pending pair, bound to ``policy``'s hash."""
+    model, index = pair or pending_pair(ledger, run_id)
     return ledger.record_approval(
         run_id,
         decision,
@@ -139,37 +170,35 @@ def record_decision(
         comment=comment,
         policy_sha256=policy.sha256,
         decided_at=at,
-        attestation=envelope,
+        attestation=attestation,
     )
 
 
 def approve_by_policy(ledger: Ledger, policy: Policy, run_id: str, why: str) -> ApprovalRecord:
     """Record the approval of ``mode: auto`` (embedded development), bound to the policy's hash."""
-    model, index = pending_pair(ledger, run_id)
-    return ledger.record_approval(
-        run_id,
-        "approved",
-        POLICY_ACTOR,
-        model_sha256=model,
-        index_sha256=index,
-        via="policy",
-        comment=why,
-        policy_sha256=policy.sha256,
-    )
+    return _record(ledger, policy, run_id, "approved", POLICY_ACTOR, via="policy", comment=why)
 
 
 def reject_at_timeout(ledger: Ledger, policy: Policy, run_id: str, why: str) -> ApprovalRecord:
     """Record the rejection that no answer before the timeout means (invariant 6)."""
-    model, index = pending_pair(ledger, run_id)
-    return ledger.record_approval(
+    return _record(
+        ledger,
+        policy,
         run_id,
         "rejected",
         TIMEOUT_ACTOR,
-        model_sha256=model,
-        index_sha256=index,
         via="timeout",
         comment=f"{why}: rejected (fail closed)",
-        policy_sha256=policy.sha256,
+    )
+
+
+def reject_refused(
+    ledger: Ledger, policy: Policy, run_id: str, answered_by: str, *, via: str, why: str
+) -> ApprovalRecord:
+    """Record as a rejection an answer the policy refused (``why``: an :class:`ApprovalError`):
+    an approval from someone who may not give it must not leave the run waiting."""
+    return _record(
+        ledger, policy, run_id, "rejected", answered_by, via=via, comment=f"refused: {why}"
     )
 
 
