@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-
 class GateOperator(BaseOperator):
     """Run one gate of :mod:`shelfguard.gates` (``raw_data``, ``training_data``,
     ``evaluation``, ``index``) for the DAG run and record its verdict.

@@ -17,7 +17,6 @@ from typing import Any
 from upath import UPath
 
 from shelfguard.config import Settings
-from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, Ledger
 from shelfguard.model.training import DatasetExport, read_json, run_dir
 
@@ -65,19 +64,13 @@ def register_index(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     from shelfguard.model import objects
 
     result = embed_result(settings, run_id)
-    # Stored by content: the champion never depends on this run's folder.
-    uri = objects.store(settings, "index", str(result["index_dir"]), result["index_sha256"])
-    failpoint("index.stored")  # the rerun finds it stored and records it
-    artifact = ledger.record_artifact(
-        "index",
-        uri,
-        result["index_sha256"],
-        produced_by_run=run_id,
-        meta={
-            "model_sha256": result["model_sha256"],
-            "dim": result.get("dim"),
-            "counts": result.get("counts", {}),
-        },
+    meta = {
+        "model_sha256": result["model_sha256"],
+        "dim": result.get("dim"),
+        "counts": result.get("counts", {}),
+    }
+    artifact = objects.register(
+        settings, ledger, run_id, "index", str(result["index_dir"]), result["index_sha256"], meta
     )
     ledger.update_lineage(run_id, index_sha256=artifact.sha256)
     return artifact

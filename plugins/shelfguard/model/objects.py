@@ -27,7 +27,7 @@ from upath import UPath
 
 from shelfguard.config import Settings
 from shelfguard.failpoints import failpoint
-from shelfguard.ledger import Ledger
+from shelfguard.ledger import ArtifactRecord, Ledger
 
 #: What is stored by content (the ledger's artifact kinds).
 OBJECT_KINDS = ("model", "index")
@@ -88,6 +88,24 @@ def store(settings: Settings, kind: str, source: str, sha256: str) -> str:
     with fs.open(marker, "wb") as out:
         out.write(sha256.encode("ascii"))
     return target
+
+
+def register(
+    settings: Settings,
+    ledger: Ledger,
+    run_id: str,
+    kind: str,
+    source: str,
+    sha256: str,
+    meta: dict[str, Any],
+) -> ArtifactRecord:
+    """Store the folder ``source`` by content (:func:`store`) and record it as a ``kind``
+    artifact the run produced: what the champion points at never depends on the run's
+    own folder. Idempotent: a rerun after a crash between the two finds the object
+    stored and records it (failpoint ``<kind>.stored``)."""
+    uri = store(settings, kind, source, sha256)
+    failpoint(f"{kind}.stored")
+    return ledger.record_artifact(kind, uri, sha256, produced_by_run=run_id, meta=meta)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from upath import UPath
 
 from shelfguard.config import Settings
 from shelfguard.data import duckdb_wait
-from shelfguard.failpoints import failpoint
 from shelfguard.ledger import ArtifactRecord, Ledger
 from shelfguard.lineage import code_version
 
@@ -258,18 +257,11 @@ def register_model(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactR
     from shelfguard.model import objects
 
     result = read_json(run_dir(settings, run_id) / "train_result.json", "training result")
-    # Stored by content: the champion never depends on this run's folder.
-    uri = objects.store(settings, "model", str(result["model_dir"]), result["model_sha256"])
-    failpoint("model.stored")  # the rerun finds it stored and records it
-    artifact = ledger.record_artifact(
-        "model",
-        uri,
-        result["model_sha256"],
-        produced_by_run=run_id,
-        meta={
-            k: result[k]
-            for k in ("config_hash", "base_model_sha256", "data_snapshot_id", "metrics")
-        },
+    meta = {
+        k: result[k] for k in ("config_hash", "base_model_sha256", "data_snapshot_id", "metrics")
+    }
+    artifact = objects.register(
+        settings, ledger, run_id, "model", str(result["model_dir"]), result["model_sha256"], meta
     )
     ledger.update_lineage(
         run_id,
