@@ -12,13 +12,10 @@ from pathlib import Path
 from shelfguard.config import project_root
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """The sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    """The sha256 (hex) of a file's bytes (the standard library reads it in blocks)."""
     with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @lru_cache(maxsize=1)

@@ -20,10 +20,8 @@ _BLOCK = 1 << 20
 
 def file_sha256(path: Path) -> str:
     """sha256 (hex) of one file's bytes, to record which inputs a result came from."""
-    digest = hashlib.sha256()
-    for block in _blocks(path):
-        digest.update(block)
-    return digest.hexdigest()
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def files_sha256(root: Path, names: Iterable[str]) -> str:
