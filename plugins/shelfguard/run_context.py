@@ -59,6 +59,12 @@ def pinned_policy(ledger: Ledger, sha256: str) -> Policy:
         raise RunContextError(f"pinned policy {sha256[:12]} no longer validates: {exc}") from exc
 
 
+def policy_of(ledger: Ledger, run: RunRecord) -> Policy | None:
+    """The policy ``run`` pinned when it started, or None when it pinned none."""
+    sha = str(run.lineage.get("policy_sha256") or "")
+    return pinned_policy(ledger, sha) if sha else None
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What every task of one run needs, built once per task."""
@@ -80,15 +86,15 @@ class RunContext:
         run = ledger.get_run(run_id)
         if run is None:
             raise RunContextError(f"run {run_id!r} is not in the ledger: start the run first")
-        sha = str(run.lineage.get("policy_sha256") or "")
-        if not sha:
+        policy = policy_of(ledger, run)
+        if policy is None:
             raise RunContextError(f"run {run_id!r} pinned no policy when it started")
         return cls(
             run_id=run_id,
             dag_id=run.dag_id,
             settings=settings,
             ledger=ledger,
-            policy=pinned_policy(ledger, sha),
+            policy=policy,
             run=run,
         )
 

@@ -173,34 +173,34 @@ def ingest(context: Mapping[str, Any]) -> dict[str, Any]:
     """Land the source folder (:func:`land_source`) and record the ``ingest`` gate."""
     from shelfguard.airflow.cosmos import CANDIDATE_BATCH_XCOM
     from shelfguard.data.ingest import IngestError
+
+    ctx = RunContext.for_run(_run_ids(context)[0])
+    try:
+        try:
+            manifest = land_source(
+                ctx.settings, ctx.ledger, ctx.run_id, ctx.policy, source_dir(context, ctx.settings)
+            )
+        except IngestError as exc:
+            _judge_ingest(ctx, {"refused": str(exc)})
+            raise AirflowFailException(f"ingest refused the batch: {exc}") from exc
+        context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest["batch_id"])
+        _judge_ingest(ctx, {"manifest": manifest})
+        return manifest
+    finally:
+        ctx.ledger.dispose()
+
+
+def _judge_ingest(ctx: RunContext, evidence: dict[str, Any]) -> None:
     from shelfguard.gates import run_gate
 
-    settings = load_settings()
-    run_id, _ = _run_ids(context)
-    ledger = open_ledger(settings.ledger_url)
-    policy = RunContext.for_run(run_id, settings=settings, ledger=ledger).policy
-    try:
-        manifest = land_source(settings, ledger, run_id, policy, source_dir(context, settings))
-    except IngestError as exc:
-        run_gate(
-            "ingest",
-            run_id,
-            settings=settings,
-            policy=policy,
-            ledger=ledger,
-            evidence={"refused": str(exc)},
-        )
-        raise AirflowFailException(f"ingest refused the batch: {exc}") from exc
-    context["ti"].xcom_push(key=CANDIDATE_BATCH_XCOM, value=manifest["batch_id"])
     run_gate(
         "ingest",
-        run_id,
-        settings=settings,
-        policy=policy,
-        ledger=ledger,
-        evidence={"manifest": manifest},
+        ctx.run_id,
+        settings=ctx.settings,
+        policy=ctx.policy,
+        ledger=ctx.ledger,
+        evidence=evidence,
     )
-    return manifest
 
 
 def publish_candidate(ctx: RunContext) -> PublishedSnapshot:

@@ -43,8 +43,9 @@ from shelfguard.gates.core import (
 )
 from shelfguard.gates.training_data import total_variation
 from shelfguard.ledger import Ledger, open_ledger
-from shelfguard.policy import Policy
+from shelfguard.policy import Policy, load_policy
 from shelfguard.quality import suites_of
+from shelfguard.run_context import policy_of
 
 __all__ = [
     "GATES",
@@ -118,8 +119,8 @@ def run_gate(
         run = ledger.get_run(run_id)
         if run is None:
             raise GateError(f"run {run_id!r} is not in the ledger: start the run first")
-        if policy is None:
-            policy = _run_policy(ledger, run.lineage)
+        # A run opened by hand without pinning a policy is judged by the file as it is now.
+        policy = policy or policy_of(ledger, run) or load_policy()
         ctx = GateContext(run_id, run.dag_id, settings, ledger, policy, run, dict(evidence or {}))
         outcome = gate.run(ctx)
         record(ctx, outcome)
@@ -130,13 +131,3 @@ def run_gate(
     finally:
         if owned:
             ledger.dispose()
-
-
-def _run_policy(ledger: Ledger, lineage: dict[str, object]) -> Policy:
-    """The policy the run pinned when it started; a run opened without pinning one (by
-    hand, outside the DAGs) is judged by the policy file as it is now."""
-    from shelfguard.policy import load_policy
-    from shelfguard.run_context import pinned_policy
-
-    sha = str(lineage.get("policy_sha256") or "")
-    return pinned_policy(ledger, sha) if sha else load_policy()

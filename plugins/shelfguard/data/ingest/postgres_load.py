@@ -7,7 +7,8 @@ or an ingest and a retention purge, into one warehouse run one after the other.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,25 @@ def _pg_migrate(cur: Any, key: KeySource) -> None:
         cur.execute(f"ALTER TABLE raw.{rebuilt} RENAME TO {spec.table}")
 
 
+@contextmanager
+def locked_transaction(url: str) -> Iterator[Any]:
+    """A cursor in one PostgreSQL transaction that holds the ingest lock (:data:`PG_INGEST_LOCK`,
+    taken by loads and purges alike): committed when the block ends, rolled back when it
+    raises (unless the server went away and took the transaction with it)."""
+    pg = pg_connect(url)
+    try:
+        with pg.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
+            yield cur
+        pg.commit()
+    except BaseException:
+        if not pg.closed:
+            pg.rollback()
+        raise
+    finally:
+        pg.close()
+
+
 def pg_connect(url: str) -> Any:
     """A psycopg2 connection (transaction open on first statement) from a SQLAlchemy URL."""
     import psycopg2
@@ -211,33 +231,23 @@ def _load_postgres(
                     progress(f"parsing {item.path.name}", number - 1, len(todo))
                 parsed.append(_parse_file(con, item, workdir))
             # An unreachable warehouse is a transient error (Airflow retries), not a refusal.
-            pg = pg_connect(url)
-            try:
-                with pg.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
-                    cur.execute("CREATE SCHEMA IF NOT EXISTS raw")
-                    _pg_migrate(cur, key)
-                    for statement in pg_table_ddl():
-                        cur.execute(statement)
-                    cur.execute("SELECT now()::text")
-                    ingested_at = str(cur.fetchone()[0])
-                    for number, result in enumerate(parsed, start=1):
-                        if progress:
-                            progress(
-                                f"loading {result.item.path.name} into PostgreSQL",
-                                number - 1,
-                                len(parsed),
-                            )
-                        loaded[result.item.spec.table] = _pg_write_file(
-                            con, cur, result, batch_id, ingested_at, workdir, key
+            with locked_transaction(url) as cur:
+                cur.execute("CREATE SCHEMA IF NOT EXISTS raw")
+                _pg_migrate(cur, key)
+                for statement in pg_table_ddl():
+                    cur.execute(statement)
+                cur.execute("SELECT now()::text")
+                ingested_at = str(cur.fetchone()[0])
+                for number, result in enumerate(parsed, start=1):
+                    if progress:
+                        progress(
+                            f"loading {result.item.path.name} into PostgreSQL",
+                            number - 1,
+                            len(parsed),
                         )
-                pg.commit()
-            except BaseException:
-                if not pg.closed:  # a server that went away took the transaction with it
-                    pg.rollback()
-                raise
-            finally:
-                pg.close()
+                    loaded[result.item.spec.table] = _pg_write_file(
+                        con, cur, result, batch_id, ingested_at, workdir, key
+                    )
         finally:
             con.close()
     return loaded

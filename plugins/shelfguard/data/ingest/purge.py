@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shelfguard.data import duckdb_wait
-from shelfguard.data.ingest.postgres_load import PG_INGEST_LOCK, pg_connect
+from shelfguard.data.ingest.postgres_load import locked_transaction
 from shelfguard.data.ingest.warehouse import _warehouse_kind
 from shelfguard.data.wands import SPECS
 from shelfguard.failpoints import failpoint
@@ -61,31 +61,21 @@ def _purge_duckdb(
 def _purge_postgres(
     url: str, tables: Sequence[str], cutoff: datetime, run_id: str | None
 ) -> _PurgeLog:
-    pg = pg_connect(url)
-    try:
-        with pg.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_INGEST_LOCK])
-            for statement in _RETENTION_LOG_DDL:
-                cur.execute(statement)
-            for table in tables:
-                cur.execute("SELECT to_regclass(%s)", [f"quarantine.{table}"])
-                if (cur.fetchone() or (None,))[0] is None:
-                    continue
-                cur.execute(f"DELETE FROM quarantine.{table} WHERE quarantined_at < %s", [cutoff])
-                if cur.rowcount:
-                    cur.execute(
-                        f"INSERT INTO {RETENTION_LOG} VALUES (%s, %s, %s, %s, now())",
-                        [f"quarantine.{table}", int(cur.rowcount), cutoff, run_id],
-                    )
-            cur.execute(_RETENTION_LOG_SELECT)
-            log = cur.fetchall()
-        pg.commit()
-    except BaseException:
-        if not pg.closed:  # a server that went away took the transaction with it
-            pg.rollback()
-        raise
-    finally:
-        pg.close()
+    with locked_transaction(url) as cur:
+        for statement in _RETENTION_LOG_DDL:
+            cur.execute(statement)
+        for table in tables:
+            cur.execute("SELECT to_regclass(%s)", [f"quarantine.{table}"])
+            if (cur.fetchone() or (None,))[0] is None:
+                continue
+            cur.execute(f"DELETE FROM quarantine.{table} WHERE quarantined_at < %s", [cutoff])
+            if cur.rowcount:
+                cur.execute(
+                    f"INSERT INTO {RETENTION_LOG} VALUES (%s, %s, %s, %s, now())",
+                    [f"quarantine.{table}", int(cur.rowcount), cutoff, run_id],
+                )
+        cur.execute(_RETENTION_LOG_SELECT)
+        log = cur.fetchall()
     return [(str(t), int(n), c, r) for t, n, c, r in log]
 
 
