@@ -6,7 +6,7 @@ Expectations, pandas and the warehouse drivers are only imported when a task run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ from shelfguard.model.approval import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from shelfguard.gates import GateOutcome
 
 
 class GateOperator(BaseOperator):
@@ -52,7 +54,13 @@ class GateOperator(BaseOperator):
 
         # The ledger keys runs by DAG: Airflow run ids are unique only within one DAG.
         run_id = ledger_run_id(str(context["dag"].dag_id), str(context["run_id"]))
-        outcome = gates.run_gate(self.gate, run_id)
+        return self.conclude(gates.run_gate(self.gate, run_id))
+
+    def conclude(
+        self, outcome: GateOutcome, *, on_fail: Callable[[], object] | None = None
+    ) -> dict[str, Any]:
+        """Log the verdict and its failed checks; a ``fail`` runs ``on_fail`` (what must be
+        undone before the run stops), then fails the task without retry."""
         self.log.info("%s", outcome.summary)
         for item in outcome.failed_checks:
             self.log.warning(
@@ -66,6 +74,8 @@ class GateOperator(BaseOperator):
         if outcome.report_uri:
             self.log.info("Data Docs: %s", outcome.report_uri)
         if outcome.status == "fail":
+            if on_fail is not None:
+                on_fail()
             raise AirflowFailException(outcome.summary)
         return {
             "gate": outcome.gate,
@@ -134,8 +144,8 @@ def approval_operator(task_id: str, *, index_refresh: bool = False, **kwargs: An
     return LedgerApprovalOperator(task_id=task_id, index_refresh=index_refresh, **kwargs)
 
 
-class OnlineGateOperator(BaseOperator):
-    """The online gate: waits for the canary's impressions in the triggerer (no worker
+class OnlineGateOperator(GateOperator):
+    """The gate ``online``, deferred: waits for the canary's impressions in the triggerer (no worker
     slot held), then compares the challenger with the champion on what shoppers did.
 
     Runs only while this run's pair is the canary (see ``start_canary``); otherwise it
@@ -148,7 +158,7 @@ class OnlineGateOperator(BaseOperator):
 
     def __init__(self, *, poll_seconds: float = 30.0, **kwargs: Any) -> None:
         """``poll_seconds``: how often the trigger counts the served impressions."""
-        super().__init__(**kwargs)
+        super().__init__(gate="online", **kwargs)
         self.poll_seconds = poll_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -201,11 +211,13 @@ class OnlineGateOperator(BaseOperator):
         test = outcome.checks[-1]
         reason = str(test["comment"])
         self.log.info("online gate %s: %s", outcome.status, reason)
-        if outcome.status == "fail":
-            canary.end(ledger, by="policy", reason=f"online gate failed: {reason}")
-            raise AirflowFailException(f"online gate blocked the challenger: {reason}")
+        summary = self.conclude(
+            outcome,
+            on_fail=lambda: canary.end(ledger, by="policy", reason=f"online gate failed: {reason}"),
+        )
         observed = test["observed"]
         return {
+            **summary,
             "online": outcome.status,
             "difference": observed["difference"],
             "lower": observed["lower_bound"],
