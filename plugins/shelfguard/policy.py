@@ -9,6 +9,9 @@ loaded here. The policy cannot be loosened by accident:
   ``.inf``, no NaN, no negative minimum, no share above 1), and numbers are
   never taken from strings or booleans;
 - ``required_gates`` always holds the mandatory gates (:data:`MANDATORY_GATES`);
+- ``required_suites`` names, per data gate, the suites it must run: a suite file deleted,
+  renamed or bound to another gate then fails that gate instead of silently weakening it
+  (optional: a policy without it requires no suite beyond the files each gate finds);
 - a person must approve only where approvers are listed;
 - ``privacy.k_anonymity`` is at least 2 (below 5 is accepted with a warning,
   see :attr:`Policy.warnings`);
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,6 +67,9 @@ MANDATORY_GATES: tuple[str, ...] = ("ingest", "raw_data", "training_data", "eval
 #: Gates recorded in the ledger, hence nameable in ``required_gates``: the mandatory ones
 #: and ``dbt`` (the dbt tests of the warehouse models), which a policy may add.
 Gate = Literal["ingest", "raw_data", "dbt", "training_data", "evaluation", "index"]
+#: Gates that run expectation suites (``expectations/*.yml``), hence nameable in
+#: ``required_suites``.
+SuiteGate = Literal["raw_data", "training_data"]
 
 #: ``privacy.k_anonymity`` below this is accepted but reported in :attr:`Policy.warnings`.
 K_ANONYMITY_ADVISED = 5
@@ -90,6 +97,17 @@ def _name(value: str) -> str:
 
 
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_name)]
+_SUITE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _suite_name(value: str) -> str:
+    if not _SUITE_NAME.match(value):
+        raise ValueError("must be a suite name: lower_snake_case, the file expectations/<name>.yml")
+    return value
+
+
+#: A suite's name: its file ``expectations/<name>.yml`` without the extension.
+SuiteName = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_suite_name)]
 Key = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
@@ -334,6 +352,13 @@ class Policy(_Strict):
     owners: list[Name] = Field(default_factory=list, max_length=MAX_NAMES)
     #: Must hold every gate of :data:`MANDATORY_GATES` (default: exactly those), once each.
     required_gates: list[Gate] = Field(default_factory=_default_gates)
+    #: The suites each data gate must run (gate → suite names). The gate runs them and any
+    #: other suite file bound to it; a required suite whose file is missing or bound to
+    #: another gate fails the gate. Optional: absent (or a gate left out), nothing is
+    #: required beyond the suite files each gate finds.
+    required_suites: dict[SuiteGate, Annotated[list[SuiteName], Field(max_length=MAX_ENTRIES)]] = (
+        Field(default_factory=dict)
+    )
     privacy: Privacy = Field(default_factory=lambda: Privacy())
     raw_data: RawDataPolicy = Field(default_factory=lambda: RawDataPolicy())
     training_data: TrainingDataPolicy = Field(default_factory=lambda: TrainingDataPolicy())
@@ -360,6 +385,18 @@ class Policy(_Strict):
         repeated = sorted({gate for gate in value if value.count(gate) > 1})
         if repeated:
             raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return value
+
+    @field_validator("required_suites")
+    @classmethod
+    def _suites_once(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        listed = [name for names in value.values() for name in names]
+        repeated = sorted({name for name in listed if listed.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"lists {_clip(', '.join(repeated), 60)} more than once "
+                "(a suite runs in one gate, once)"
+            )
         return value
 
     @property

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from shelfguard.gates import RAW_SUITES, TRAINING_SUITES
-from shelfguard.policy import Policy, load_policy
+from shelfguard.config import project_root
+from shelfguard.gates import RAW_SUITES, TRAINING_SUITES, GateOutcome
+from shelfguard.gates.common import gate_suites
+from shelfguard.policy import Policy, SuiteGate, load_policy, parse_policy
 from shelfguard.quality import (
     RowScope,
     SuiteError,
@@ -16,6 +19,7 @@ from shelfguard.quality import (
     load_suite,
     suites_of,
 )
+from shelfguard.quality.suites import GATE_OF_SCHEMA
 
 SUITE_FILES = sorted(path.stem for path in default_suites_dir().glob("*.yml"))
 
@@ -225,3 +229,100 @@ def test_a_new_suite_file_is_enough_for_its_gate_to_run_it(tmp_path: Path) -> No
     (tmp_path / "stray.yml").write_text("suite: stray\ntable: staging.x\nexpectations: []\n")
     with pytest.raises(SuiteError, match=r"stray\.yml: 'gate' must be one of"):
         suites_of("raw_data", tmp_path)
+
+
+def copy_of_the_suites(folder: Path) -> Path:
+    """``folder`` holding a copy of every shipped suite file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SUITE_FILES:
+        (folder / f"{name}.yml").write_bytes((default_suites_dir() / f"{name}.yml").read_bytes())
+    return folder
+
+
+def test_the_policy_can_require_suites_of_every_gate_that_runs_them() -> None:
+    assert set(get_args(SuiteGate)) == set(GATE_OF_SCHEMA.values())
+
+
+@pytest.mark.parametrize("name", ["governance.yml", "deploy/governance.production.yml"])
+def test_the_shipped_policies_require_suites_their_gates_run(name: str) -> None:
+    shipped = load_policy(project_root() / name)
+    runs = {"raw_data": RAW_SUITES, "training_data": TRAINING_SUITES}
+    assert set(shipped.required_suites) == set(runs)
+    for gate, required in shipped.required_suites.items():
+        names, checks = gate_suites(gate, shipped)
+
+        assert names == runs[gate]
+        assert [c["name"] for c in checks] == [f"{gate}.required_suite.{s}" for s in required]
+        assert {c["status"] for c in checks} == {"pass"}
+
+
+def test_a_required_suite_whose_file_is_gone_fails_its_gate(tmp_path: Path, policy: Policy) -> None:
+    folder = copy_of_the_suites(tmp_path / "expectations")
+    (folder / "raw_products.yml").unlink()
+
+    names, checks = gate_suites("raw_data", policy, folder)
+    outcome = GateOutcome.of("raw_data", "data:b1", checks)
+
+    assert "raw_products" not in names
+    assert outcome.status == "fail"
+    (failed,) = outcome.failed_checks
+    assert (failed["name"], failed["status"], failed["severity"]) == (
+        "raw_data.required_suite.raw_products",
+        "fail",
+        "error",
+    )
+    assert failed["message"] == (
+        f"the policy requires suite raw_products in raw_data: no suite file "
+        f"{folder / 'raw_products.yml'}"
+    )
+    assert "required_suites.raw_data in the policy" in failed["expected"]
+    assert failed["comment"]
+    assert "raw_data.required_suite.raw_products" in outcome.summary
+    relaxed = policy.model_copy(update={"severities": {"raw_data.required_suite": "warn"}})
+    _, downgraded = gate_suites("raw_data", relaxed, folder)
+    assert GateOutcome.of("raw_data", "data:b1", downgraded).status == "warn"
+
+
+def test_a_required_suite_bound_to_another_gate_fails_the_gate_requiring_it(
+    tmp_path: Path, policy: Policy
+) -> None:
+    folder = copy_of_the_suites(tmp_path / "expectations")
+    path = folder / "raw_products.yml"
+    path.write_text(
+        path.read_text().replace(
+            "table: raw.products\n", "table: raw.products\ngate: training_data\n"
+        )
+    )
+
+    raw_names, raw_checks = gate_suites("raw_data", policy, folder)
+    training_names, _ = gate_suites("training_data", policy, folder)
+
+    assert "raw_products" not in raw_names
+    assert "raw_products" in training_names
+    failed = [c for c in raw_checks if c["status"] == "fail"]
+    assert [c["name"] for c in failed] == ["raw_data.required_suite.raw_products"]
+    assert failed[0]["observed"] == f"{path} runs in training_data"
+
+
+def test_a_new_suite_file_runs_without_a_policy_edit(tmp_path: Path, policy: Policy) -> None:
+    folder = copy_of_the_suites(tmp_path / "expectations")
+    (folder / "category_mix.yml").write_text(
+        "suite: category_mix\ntable: marts.agg_category_mix\nexpectations: []\n"
+    )
+
+    names, checks = gate_suites("training_data", policy, folder)
+
+    assert names == ("category_mix", *TRAINING_SUITES)
+    assert "category_mix" not in policy.required_suites["training_data"]
+    assert GateOutcome.of("training_data", "data:f1", checks).status == "pass"
+
+
+def test_a_policy_without_required_suites_adds_no_check(tmp_path: Path) -> None:
+    folder = copy_of_the_suites(tmp_path / "expectations")
+    (folder / "raw_products.yml").unlink()
+    inline = parse_policy(b"version: 1\n", "inline")
+
+    names, checks = gate_suites("raw_data", inline, folder)
+
+    assert names == tuple(name for name in RAW_SUITES if name != "raw_products")
+    assert checks == []

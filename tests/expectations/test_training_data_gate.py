@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from shelfguard import gates
-from shelfguard.config import load_settings
+from shelfguard.config import load_settings, project_root
 from shelfguard.ledger import Ledger
 
 
@@ -94,6 +94,46 @@ def test_a_category_shift_fails_against_the_last_passed_run_only(marts_home: Any
     assert back.status == "pass"
     assert back.metrics["baseline_run_id"] == "search_model_retraining/baseline"
     assert back.metrics["category_drift"] == pytest.approx(0.0)
+
+
+CATEGORY_MIX_SUITE = """\
+suite: category_mix
+table: marts.agg_category_mix
+expectations:
+  # a class listed with no products: its share of the mix means nothing
+  - id: n_products_positive
+    type: expect_column_values_to_be_between
+    severity: error
+    kwargs: {column: n_products, min_value: 1}
+"""
+
+
+def test_a_required_suite_deleted_fails_the_gate_and_a_new_one_runs(
+    marts_home: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout whose golden_set.yml was deleted and which gained a suite file, judged by
+    # the shipped policy (it requires golden_set and knows nothing of category_mix).
+    checkout = tmp_path / "checkout"
+    (checkout / "expectations").mkdir(parents=True)
+    for path in (project_root() / "expectations").glob("*.yml"):
+        if path.name != "golden_set.yml":
+            (checkout / "expectations" / path.name).write_bytes(path.read_bytes())
+    (checkout / "expectations" / "category_mix.yml").write_text(CATEGORY_MIX_SUITE)
+    (checkout / "governance.yml").write_bytes((project_root() / "governance.yml").read_bytes())
+    monkeypatch.setenv("SHELFGUARD_PROJECT_DIR", str(checkout))
+
+    outcome = judge(marts_home, "suite-deleted")
+
+    assert outcome.status == "fail"
+    assert failed_names(outcome) == {"training_data.required_suite.golden_set"}
+    (row,) = marts_home.ledger.gate_results("search_model_retraining/suite-deleted")
+    recorded = {c["name"]: c for c in row.checks}
+    missing = recorded["training_data.required_suite.golden_set"]
+    assert (row.status, missing["status"]) == ("fail", "fail")
+    assert missing["message"].startswith("the policy requires suite golden_set in training_data")
+    assert recorded["training_data.required_suite.training_pairs"]["status"] == "pass"
+    assert recorded["category_mix.n_products_positive"]["status"] == "pass"
+    assert set(outcome.metrics["suites"]) == {"category_mix", "training_pairs"}
 
 
 def test_missing_marts_fail_the_gate_instead_of_crashing(fresh_home: Any) -> None:

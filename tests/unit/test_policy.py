@@ -406,3 +406,55 @@ def test_many_problems_are_listed_up_to_a_bound(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[-1] == "  … and 480 more"
     assert len(lines) == 22
+
+
+def test_required_suites_are_optional(tmp_path: Path) -> None:
+    path = tmp_path / "governance.yml"
+    path.write_text("version: 1\n")
+    assert load_policy(path).required_suites == {}
+    path.write_text("version: 1\nrequired_suites:\n  training_data: [training_pairs]\n")
+    assert load_policy(path).required_suites == {"training_data": ["training_pairs"]}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policy_requires_suites_of_both_data_gates(name: str) -> None:
+    required = load_policy(project_root() / name).required_suites
+    assert set(required) == {"raw_data", "training_data"}
+    assert "raw_products" in required["raw_data"]
+    assert "training_pairs" in required["training_data"]
+
+
+@pytest.mark.parametrize(
+    ("suites", "message"),
+    [
+        (
+            "{raw: [raw_products]}",
+            "required_suites.raw.[key]: Input should be 'raw_data' or 'training_data'",
+        ),
+        (
+            "{dbt: [raw_products]}",
+            "required_suites.dbt.[key]: Input should be 'raw_data' or 'training_data'",
+        ),
+        ("[raw_products]", "required_suites: Input should be a valid dictionary"),
+        ("{raw_data: raw_products}", "required_suites.raw_data: Input should be a valid list"),
+        ("{raw_data: null}", "required_suites.raw_data: Input should be a valid list"),
+        ("{raw_data: [1]}", "required_suites.raw_data.0: Input should be a valid string"),
+        ("{raw_data: ['']}", "required_suites.raw_data.0: must be a suite name"),
+        ("{raw_data: [../raw_products]}", "required_suites.raw_data.0: must be a suite name"),
+        ("{raw_data: [Raw-Products]}", "required_suites.raw_data.0: must be a suite name"),
+        (
+            "{raw_data: [raw_products, raw_products]}",
+            "required_suites: lists raw_products more than once",
+        ),
+        (
+            "{raw_data: [raw_products], training_data: [raw_products]}",
+            "required_suites: lists raw_products more than once (a suite runs in one gate",
+        ),
+    ],
+)
+def test_required_suites_name_data_gates_and_suites_once(
+    tmp_path: Path, suites: str, message: str
+) -> None:
+    text = refusal(tmp_path, f"version: 1\nrequired_suites: {suites}\n")
+    assert message in text
+    assert len(text.splitlines()) == 2, text

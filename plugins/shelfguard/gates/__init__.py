@@ -18,8 +18,8 @@ online         the canary's served answers      ``pair:<model>:<index>``        
 :func:`run_gate` runs a gate by name for a run and records its outcome. Each gate module
 exposes ``GATE`` and ``run(ctx) -> GateOutcome``; severities come from the suite files and
 ``governance.yml``'s ``severities``, which overrides them per check name (``<suite>.<id>``,
-or ``<gate>.<check>.<table>`` for the per-file checks, which also accept the family name
-``<gate>.<check>``).
+or ``<gate>.<check>.<table>`` for the per-file checks and ``<gate>.required_suite.<suite>``
+for the suites the policy requires, which also accept the family name ``<gate>.<check>``).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ __all__ = [
 #: The gates :func:`run_gate` runs by name, each a module of this package.
 GATES = ("ingest", "raw_data", "dbt", "training_data", "evaluation", "index", "online")
 #: The suites each data gate runs as the project ships them (the gates discover them anew
-#: at every run: a new file in ``expectations/`` is enough, see :func:`quality.suites_of`).
+#: at every run: a new file in ``expectations/`` is enough, see :func:`quality.suites_of`;
+#: the policy's ``required_suites`` names those that must be there).
 RAW_SUITES = suites_of("raw_data")
 TRAINING_SUITES = suites_of("training_data")
 # The gates that judge the warehouse: they cannot run before it exists.

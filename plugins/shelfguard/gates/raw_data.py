@@ -2,8 +2,9 @@
 
 Checks the batch manifest the ingest recorded (quarantined share of each file, columns
 beyond the contract) and runs every ``raw.*`` suite of ``expectations/`` on the batch's
-own rows. The subject is ``data:<batch id>``; once recorded, the verdict moves the batch
-to ``gated`` or ``blocked`` (:func:`settle`). See docs/gates/raw_data.md.
+own rows; a suite the policy requires (``required_suites``) that it cannot find fails it.
+The subject is ``data:<batch id>``; once recorded, the verdict moves the batch to
+``gated`` or ``blocked`` (:func:`settle`). See docs/gates/raw_data.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from shelfguard.data.ingest import SPECS
-from shelfguard.gates.common import report_uri, severity_for, suite_metrics, suites_lineage
+from shelfguard.gates.common import (
+    gate_suites,
+    report_uri,
+    severity_for,
+    suite_metrics,
+    suites_lineage,
+)
 from shelfguard.gates.core import GateError, GateOutcome, check
 from shelfguard.quality import (
     SAMPLE_LIMIT,
@@ -23,7 +30,6 @@ from shelfguard.quality import (
     load_suite,
     open_warehouse,
     run_suites,
-    suites_of,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +50,8 @@ def run(ctx: GateContext) -> GateOutcome:
     scope = RowScope(
         column=BATCH_COLUMN, partitions={record.table_name: record.sha256 for record in records}
     )
-    suites = [load_suite(name, policy, scope) for name in suites_of(GATE)]
+    names, required_checks = gate_suites(GATE, policy)
+    suites = [load_suite(name, policy, scope) for name in names]
     with open_warehouse(settings.warehouse_url) as engine:
         manifest_checks = _manifest_checks(records, policy, engine)
     report = run_suites(
@@ -75,7 +82,7 @@ def run(ctx: GateContext) -> GateOutcome:
     return GateOutcome.of(
         GATE,
         f"data:{batch_id}",
-        manifest_checks + report.checks,
+        required_checks + manifest_checks + report.checks,
         metrics,
         report_uri(report),
         suites_lineage(ctx, suites),

@@ -2,8 +2,9 @@
 
 Runs every ``marts.*`` suite of ``expectations/`` on the snapshot the run names
 (``marts_schema``: the run's candidate, or the published snapshot a retraining run
-pinned), checks the category mix against the last accepted one and, when the run pinned
-a fingerprint, that the snapshot still has it. The subject is ``data:<fingerprint>``.
+pinned), and fails when a suite the policy requires (``required_suites``) is not among
+them; checks the category mix against the last accepted one and, when the run pinned a
+fingerprint, that the snapshot still has it. The subject is ``data:<fingerprint>``.
 See docs/gates/training_data.md.
 """
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from shelfguard.data.publication import MARTS, fingerprint_tables
 from shelfguard.gates.common import (
     MART_TABLES,
+    gate_suites,
     report_uri,
     severity_for,
     suite_metrics,
@@ -29,7 +31,6 @@ from shelfguard.quality import (
     load_suite,
     open_warehouse,
     run_suites,
-    suites_of,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def run(ctx: GateContext) -> GateOutcome:
     """Judge the run's marts snapshot: its suites, its category drift, its fingerprint."""
     settings, policy, lineage = ctx.settings, ctx.policy, ctx.lineage
     schema = str(lineage.get("marts_schema") or MARTS)
-    suites = [load_suite(name, policy, marts_schema=schema) for name in suites_of(GATE)]
+    names, required_checks = gate_suites(GATE, policy)
+    suites = [load_suite(name, policy, marts_schema=schema) for name in names]
     with open_warehouse(settings.warehouse_url) as engine:
         fingerprint, tables = _fingerprint(engine, schema)
         mix = _category_mix(engine, schema) if tables["marts.agg_category_mix"] else None
@@ -56,7 +58,7 @@ def run(ctx: GateContext) -> GateOutcome:
     )
     baseline = _baseline_mix(ctx.ledger, ctx.run_id)
     drift_check, drift = _drift_check(mix, baseline, policy)
-    checks = [*report.checks, drift_check]
+    checks = [*required_checks, *report.checks, drift_check]
     pinned = lineage.get("snapshot_fingerprint")
     if pinned:
         checks.append(_snapshot_check(str(pinned), fingerprint))

@@ -24,6 +24,7 @@ from shelfguard.quality.suites import (
     SuiteSpec,
     default_suites_dir,
     load_suite,
+    suite_gates,
     suites_of,
 )
 from shelfguard.quality.warehouse import fetch_rows, open_warehouse
@@ -46,6 +47,7 @@ __all__ = [
     "load_suite",
     "open_warehouse",
     "run_suites",
+    "suite_gates",
     "suites_of",
     "template_cache_dir",
 ]

@@ -140,15 +140,15 @@ def default_suites_dir() -> Path:
     return project_root() / "expectations"
 
 
-def suites_of(gate: str, suites_dir: Path | None = None) -> tuple[str, ...]:
-    """The names of the suites ``gate`` runs: every ``<suites_dir>/*.yml`` whose ``gate:``
-    names it, or, without a ``gate:`` key, whose ``table`` is in that gate's schema
-    (:data:`GATE_OF_SCHEMA`: ``raw.*`` → raw_data, ``marts.*`` → training_data).
+def suite_gates(suites_dir: Path | None = None) -> dict[str, str]:
+    """Every suite file of ``suites_dir`` (``<name>.yml``, in name order) and the gate it
+    runs in: the one its ``gate:`` names, or, without a ``gate:`` key, the gate of its
+    ``table``'s schema (:data:`GATE_OF_SCHEMA`: ``raw.*`` → raw_data, ``marts.*`` →
+    training_data).
 
-    Adding a suite file is enough for its gate to run it. Raises :class:`SuiteError` for a
-    file that names no known gate.
+    Raises :class:`SuiteError` for a file that names no known gate.
     """
-    found = []
+    found: dict[str, str] = {}
     for path in sorted((suites_dir or default_suites_dir()).glob("*.yml")):
         try:
             raw = yaml.load(path.read_bytes(), Loader=_YAML_LOADER)
@@ -164,9 +164,19 @@ def suites_of(gate: str, suites_dir: Path | None = None) -> tuple[str, ...]:
                 f"{path}: 'gate' must be one of {known} (or the table in schema "
                 f"{' or '.join(GATE_OF_SCHEMA)}), got {named!r}"
             )
-        if named == gate:
-            found.append(path.stem)
-    return tuple(found)
+        found[path.stem] = str(named)
+    return found
+
+
+def suites_of(gate: str, suites_dir: Path | None = None) -> tuple[str, ...]:
+    """The names of the suites ``gate`` runs: every ``<suites_dir>/*.yml`` bound to it
+    (:func:`suite_gates`), in name order.
+
+    Adding a suite file is enough for its gate to run it; the policy's ``required_suites``
+    names those it must find (see :func:`shelfguard.gates.common.gate_suites`). Raises
+    :class:`SuiteError` for a file that names no known gate.
+    """
+    return tuple(name for name, bound in suite_gates(suites_dir).items() if bound == gate)
 
 
 def _sql_string(value: str) -> str:
