@@ -137,8 +137,7 @@ class AliasesMixin(LedgerBase):
             .where(AliasHistory.alias == name)
             .order_by(AliasHistory.version, AliasHistory.id)
         )
-        with self._reading() as session:
-            return [_alias_move(row) for row in session.scalars(query)]
+        return self._all(query, _alias_move)
 
     def _require_artifact(self, session: Session, artifact_id: int, kind: str) -> Artifact:
         row = session.get(Artifact, artifact_id)

@@ -101,8 +101,7 @@ class ApprovalsMixin(LedgerBase):
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
         """Every decision recorded for the run, oldest first."""
         query = sa.select(Approval).where(Approval.run_id == run_id).order_by(Approval.id)
-        with self._reading() as session:
-            return [_approval_record(row) for row in session.scalars(query)]
+        return self._all(query, _approval_record)
 
     def approvals_of_pair(self, model_sha256: str, index_sha256: str) -> list[ApprovalRecord]:
         """Every decision on this exact model + index pair, in any run, oldest first."""
@@ -111,8 +110,7 @@ class ApprovalsMixin(LedgerBase):
             .where(Approval.model_sha256 == model_sha256, Approval.index_sha256 == index_sha256)
             .order_by(Approval.id)
         )
-        with self._reading() as session:
-            return [_approval_record(row) for row in session.scalars(query)]
+        return self._all(query, _approval_record)
 
     # pinned policies and published snapshots
 
@@ -185,8 +183,7 @@ class ApprovalsMixin(LedgerBase):
         query = sa.select(PolicyApproval).order_by(PolicyApproval.id)
         if sha256 is not None:
             query = query.where(PolicyApproval.policy_sha256 == sha256)
-        with self._reading() as session:
-            return [_policy_approval_record(row) for row in session.scalars(query)]
+        return self._all(query, _policy_approval_record)
 
     def policy_in_force(self) -> PolicyApprovalRecord | None:
         """The newest policy approval: its policy is the one in force (None: none yet)."""

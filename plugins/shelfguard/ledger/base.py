@@ -8,7 +8,7 @@ read and write sessions, idempotent inserts, run lookup and hash-chain appends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from shelfguard.ledger.models import Base, ChainEntry, Run
 from shelfguard.ledger.records import LedgerError, _now
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
@@ -120,6 +121,11 @@ class LedgerBase:
     def _reading(self) -> Iterator[Session]:
         with self._read_sessions() as session:
             yield session
+
+    def _all(self, query: sa.Select[Any], convert: Callable[[Any], _R]) -> list[_R]:
+        """Every row ``query`` selects, each made a record by ``convert``, in a read session."""
+        with self._reading() as session:
+            return [convert(row) for row in session.scalars(query)]
 
     def _insert(
         self, entity: type[Base], values: Mapping[str, Any]

@@ -133,8 +133,7 @@ class IngestionMixin(LedgerBase):
             query = query.where(IngestFile.run_id == run_id)
         if batch_id is not None:
             query = query.where(IngestFile.batch_id == batch_id)
-        with self._reading() as session:
-            return [_ingest_record(row) for row in session.scalars(query)]
+        return self._all(query, _ingest_record)
 
     def forget_ingested_file(self, table_name: str, sha256: str) -> None:
         """Drop the load record of a purged file, so the same content can be loaded again."""
@@ -174,8 +173,7 @@ class IngestionMixin(LedgerBase):
         query = sa.select(RetentionPurge).order_by(RetentionPurge.id)
         if run_id is not None:
             query = query.where(RetentionPurge.run_id == run_id)
-        with self._reading() as session:
-            return [_retention_record(row) for row in session.scalars(query)]
+        return self._all(query, _retention_record)
 
     # batches (write-audit-publish)
 
@@ -371,5 +369,4 @@ class IngestionMixin(LedgerBase):
             .order_by(Snapshot.published_at.desc(), Snapshot.snapshot_id.desc())
             .limit(limit)
         )
-        with self._reading() as session:
-            return [_snapshot_record(row) for row in session.scalars(query)]
+        return self._all(query, _snapshot_record)

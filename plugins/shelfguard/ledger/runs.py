@@ -122,8 +122,7 @@ class RunsMixin(LedgerBase):
         query = sa.select(Artifact).order_by(Artifact.id)
         if kinds:
             query = query.where(Artifact.kind.in_(list(kinds)))
-        with self._reading() as session:
-            return [_artifact_record(row) for row in session.scalars(query)]
+        return self._all(query, _artifact_record)
 
     def record_collection(self, removed: Sequence[Mapping[str, Any]], *, keep_days: float) -> None:
         """Record a ``shelfguard gc`` that removed these stored objects."""
@@ -162,8 +161,7 @@ class RunsMixin(LedgerBase):
     def running_runs(self) -> list[RunRecord]:
         """Every run the ledger still calls ``RUNNING``, oldest first."""
         query = sa.select(Run).where(Run.outcome == "RUNNING").order_by(Run.started_at)
-        with self._reading() as session:
-            return [_run_record(row) for row in session.scalars(query)]
+        return self._all(query, _run_record)
 
     def recent_runs(self, limit: int = 20, dag_id: str | None = None) -> list[RunRecord]:
         """The latest ``limit`` runs (of one DAG, if given), newest first."""
@@ -288,8 +286,7 @@ class RunsMixin(LedgerBase):
     def gate_results(self, run_id: str) -> list[GateRecord]:
         """Every gate verdict of the run, in the order the gates were first recorded."""
         query = sa.select(GateResult).where(GateResult.run_id == run_id).order_by(GateResult.id)
-        with self._reading() as session:
-            return [_gate_record(row) for row in session.scalars(query)]
+        return self._all(query, _gate_record)
 
     def gates_on_subject(self, gate: str, subject: str) -> list[GateRecord]:
         """Every run's verdict of ``gate`` on ``subject`` (e.g. ``model:<sha>``), oldest first."""
@@ -298,5 +295,4 @@ class RunsMixin(LedgerBase):
             .where(GateResult.gate == gate, GateResult.subject == subject)
             .order_by(GateResult.id)
         )
-        with self._reading() as session:
-            return [_gate_record(row) for row in session.scalars(query)]
+        return self._all(query, _gate_record)
