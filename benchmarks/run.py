@@ -537,6 +537,15 @@ class Bench:
         self.log(f"[bench] {label} done in {result['elapsed_seconds']:.1f}s")
         return result
 
+    def attempt(
+        self, label: str, stage: str, row_size: int, home: Path | None = None, **kwargs: Any
+    ) -> Result | None:
+        """:meth:`child`, adding ``stage``'s failed row (at ``row_size``) when it fails."""
+        result = self.child(label, stage, home, **kwargs)
+        if result is None:
+            self.add([failed_row(stage, row_size, "see the log")])
+        return result
+
     def measure(
         self,
         label: str,
@@ -557,9 +566,9 @@ class Bench:
                 seed=self.profile.seed,
                 export=True,
             )
-        result = self.child(label, stage, **kwargs)
-        failed = [failed_row(stage, row_size, "see the log")]
-        self.add(failed if result is None else [to_row(result)])
+        result = self.attempt(label, stage, row_size, **kwargs)
+        if result is not None:
+            self.add([to_row(result)])
 
     def wants(self, *names: str) -> bool:
         return any(name in self.stages for name in names)
@@ -573,9 +582,8 @@ def _run_ingest_and_gate(bench: Bench) -> None:
     for size in sizes:
         if bench.child(f"prepare-{size}", "prepare", size=size, seed=p.seed, export=False) is None:
             continue
-        result = bench.child(f"ingest-{size}", "ingest", size=size, seed=p.seed)
+        result = bench.attempt(f"ingest-{size}", "ingest", size, size=size, seed=p.seed)
         if result is None:
-            bench.add([failed_row("ingest", size, "see the log")])
             continue
         ingest_s[size] = result["seconds"]
         if size == p.products and "ingest" in bench.stages:
@@ -583,9 +591,8 @@ def _run_ingest_and_gate(bench: Bench) -> None:
         if not bench.wants("raw_gate"):
             continue
         home = bench.work / "stages" / f"ingest-{size}"
-        gate = bench.child(f"raw_gate-{size}", "raw_gate", home=home, size=size)
+        gate = bench.attempt(f"raw_gate-{size}", "raw_gate", size, home=home, size=size)
         if gate is None:
-            bench.add([failed_row("raw_gate", size, "see the log")])
             continue
         gate_s[size] = gate["seconds"]
         if size == p.products:
@@ -611,11 +618,14 @@ def _run_embedding(bench: Bench) -> None:
     if bench.wants("embed_full"):
         size = p.embed_full
         bench.child(f"prepare-{size}-export", "prepare", size=size, seed=p.seed, export=True)
-        full = bench.child(
-            f"embed_full-{size}", "embed_full", size=size, seed=p.seed, candidates=p.candidates
+        full = bench.attempt(
+            f"embed_full-{size}",
+            "embed_full",
+            size,
+            size=size,
+            seed=p.seed,
+            candidates=p.candidates,
         )
-        if full is None:
-            bench.add([failed_row("embed_full", size, "see the log")])
     if bench.wants("embed_incremental"):
         rate = full["products"] / full["seconds"] if full is not None else None
         size = incremental_size(p, rate)
@@ -626,15 +636,14 @@ def _run_embedding(bench: Bench) -> None:
                 f"within {p.embed_budget_s:.0f} s"
             )
         bench.child(f"prepare-{size}-export", "prepare", size=size, seed=p.seed, export=True)
-        incremental = bench.child(
+        incremental = bench.attempt(
             f"embed_incremental-{size}",
             "embed_incremental",
+            size,
             size=size,
             seed=p.seed,
             share=p.change_share,
         )
-        if incremental is None:
-            bench.add([failed_row("embed_incremental", size, "see the log")])
     if full is not None:
         rows = embed_full_rows(full, p.embed_full)
         if incremental is not None:
@@ -673,9 +682,8 @@ def _run_train(bench: Bench) -> None:
 
 def _run_end_to_end(bench: Bench) -> None:
     size = bench.profile.demo_products
-    result = bench.child("end_to_end", "end_to_end", products=size)
+    result = bench.attempt("end_to_end", "end_to_end", size, products=size)
     if result is None:
-        bench.add([failed_row("end_to_end", size, "see the log")])
         return
     if result["exit_code"] != 0:
         bench.failed += 1

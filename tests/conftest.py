@@ -62,19 +62,20 @@ def sg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @contextlib.contextmanager
-def throwaway_database() -> Iterator[str]:
-    """A new database on the local PostgreSQL (its URL), dropped on exit."""
+def throwaway_database(prefix: str = "shelfguard_test") -> Iterator[str]:
+    """A new database on the local PostgreSQL (its URL), dropped on exit; its name is
+    ``prefix`` and a random suffix."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"shelfguard_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
         require_service("PostgreSQL", str(exc).splitlines()[0])
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:

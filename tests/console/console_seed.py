@@ -63,40 +63,67 @@ def _policies(ledger: Ledger, settings: Settings) -> tuple[Policy, Policy]:
     return dev, required
 
 
-def _blocked_refresh(ledger: Ledger, settings: Settings, dev: Policy) -> None:
+def _refresh_landing(
+    ledger: Ledger,
+    run_id: str,
+    batch_id: str,
+    *,
+    triggered_by: str,
+    policy: Policy,
+    content: str,
+    size: int,
+    quarantine_by_reason: dict[str, int],
+) -> None:
+    """Start the catalog_refresh run ``run_id`` and land ``batch_id`` in it: one product.csv
+    of 2,000 rows (hashed from ``content``, ``size`` bytes), quarantined by reason."""
+    rows_read = 2000
+    quarantined = sum(quarantine_by_reason.values())
     ledger.start_run(
-        PUBLISHED_RUN,
+        run_id,
         REFRESH,
-        triggered_by="scheduler",
-        lineage={"policy_sha256": dev.sha256, "batch_id": "batch-0001"},
+        triggered_by=triggered_by,
+        lineage={"policy_sha256": policy.sha256, "batch_id": batch_id},
     )
     ledger.land_batch(
-        "batch-0001",
+        batch_id,
         [
             {
                 "file_name": "product.csv",
                 "table": "products",
-                "sha256": sha("p1"),
-                "rows_read": 2000,
-                "rows_accepted": 1990,
-                "rows_quarantined": 10,
+                "sha256": sha(content),
+                "rows_read": rows_read,
+                "rows_accepted": rows_read - quarantined,
+                "rows_quarantined": quarantined,
             }
         ],
-        run_id=PUBLISHED_RUN,
+        run_id=run_id,
     )
     ledger.record_ingested_file(
         IngestFileRecord(
-            batch_id="batch-0001",
+            batch_id=batch_id,
             file_name="product.csv",
             table_name="products",
-            sha256=sha("p1"),
-            bytes=123_456,
-            rows_read=2000,
-            rows_accepted=1990,
-            rows_quarantined=10,
-            quarantine_by_reason={"missing_required": 7, "bad_number": 3},
-            run_id=PUBLISHED_RUN,
+            sha256=sha(content),
+            bytes=size,
+            rows_read=rows_read,
+            rows_accepted=rows_read - quarantined,
+            rows_quarantined=quarantined,
+            quarantine_by_reason=quarantine_by_reason,
+            run_id=run_id,
         )
+    )
+
+
+def _blocked_refresh(ledger: Ledger, settings: Settings, dev: Policy) -> None:
+    _refresh_landing(
+        ledger,
+        PUBLISHED_RUN,
+        "batch-0001",
+        triggered_by="scheduler",
+        policy=dev,
+        content="p1",
+        size=123_456,
+        quarantine_by_reason={"missing_required": 7, "bad_number": 3},
     )
     ledger.record_gate(PUBLISHED_RUN, "raw_data", "pass", subject="batch:batch-0001")
     ledger.set_batch_state("batch-0001", "gated", run_id=PUBLISHED_RUN)
@@ -117,39 +144,15 @@ def _blocked_refresh(ledger: Ledger, settings: Settings, dev: Policy) -> None:
         '<html><body><h1>Data Docs: raw_products</h1><a href="validations/v1.html">run</a></body></html>'
     )
     (docs / "validations" / "v1.html").write_text("<html><body>validation v1</body></html>")
-    ledger.start_run(
+    _refresh_landing(
+        ledger,
         BLOCKED_RUN,
-        REFRESH,
-        triggered_by="data-engineer",
-        lineage={"policy_sha256": dev.sha256, "batch_id": "batch-0002"},
-    )
-    ledger.land_batch(
         "batch-0002",
-        [
-            {
-                "file_name": "product.csv",
-                "table": "products",
-                "sha256": sha("p2"),
-                "rows_read": 2000,
-                "rows_accepted": 1916,
-                "rows_quarantined": 84,
-            }
-        ],
-        run_id=BLOCKED_RUN,
-    )
-    ledger.record_ingested_file(
-        IngestFileRecord(
-            batch_id="batch-0002",
-            file_name="product.csv",
-            table_name="products",
-            sha256=sha("p2"),
-            bytes=125_000,
-            rows_read=2000,
-            rows_accepted=1916,
-            rows_quarantined=84,
-            quarantine_by_reason={"bad_encoding": 80, "missing_required": 4},
-            run_id=BLOCKED_RUN,
-        )
+        triggered_by="data-engineer",
+        policy=dev,
+        content="p2",
+        size=125_000,
+        quarantine_by_reason={"bad_encoding": 80, "missing_required": 4},
     )
     ledger.record_gate(
         BLOCKED_RUN,

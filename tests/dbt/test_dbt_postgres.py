@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from dbt_support import TEST_PSEUDONYM_KEY, BuiltWarehouse, make_settings
+from ingest_support import pg_rows
 
 from shelfguard.data.dbt_project import DbtBuildResult, build
 from shelfguard.data.generator import GenerateResult
@@ -41,15 +41,6 @@ def load_raw(url: str, source: Path, ledger_path: Path) -> tuple[str, dict[str, 
     return manifest.batch_id, {
         f.table.removeprefix("raw."): f.rows_accepted for f in manifest.files
     }
-
-
-def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ whose model thresholds are open, so that what they check is the governance.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ import yaml
 from notify_support import Inbox, receivers
 from serving_support import free_port
 from signing_support import approvers, write_keys
+from tiny_model_support import tiny_model as build_tiny_model
 
 from shelfguard.config import load_settings, project_root
 from shelfguard.data.generator import generate
@@ -143,13 +143,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def tiny_model(store: dict[str, Path]) -> str:
     """A tiny random BERT (built by the training tests' helper) to train from in seconds."""
-    path = project_root() / "tests" / "training" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("training_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    inputs = module.build_training_inputs(store["data"], store["root"] / "tiny-inputs")
-    return str(module.build_tiny_model(inputs, store["root"] / "tiny-model"))
+    return build_tiny_model(store["data"], store["root"])
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ is PROMOTED.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from pg_server import PgServer
+from tiny_model_support import tiny_model
 
 from shelfguard.config import project_root
 from shelfguard.data.generator import generate
@@ -48,16 +48,6 @@ def _open_policy(path: Path) -> Path:
     policy["index"]["min_canary_hit_rate"] = 0.0
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     return path
-
-
-def _tiny_model(data: Path, root: Path) -> str:
-    path = project_root() / "tests" / "training" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("training_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    inputs = module.build_training_inputs(data, root / "tiny-inputs")
-    return str(module.build_tiny_model(inputs, root / "tiny-model"))
 
 
 def _gates_recorded(url: str) -> dict[str, list[str]]:
@@ -100,7 +90,7 @@ def test_a_retraining_run_through_two_crash_restarts_of_the_ledger_s_server(
 
     code, refreshed = cli("run", "catalog_refresh", "--source", str(data))
     assert (code, refreshed["outcome"]) == (0, "OK"), refreshed
-    conf = json.dumps({"train": {"base_model": _tiny_model(data, tmp_path)}})
+    conf = json.dumps({"train": {"base_model": tiny_model(data, tmp_path)}})
 
     proc = subprocess.Popen(
         [CLI, "run", "search_model_retraining", "--conf", conf, "--json"],

@@ -31,7 +31,6 @@ logs stay under the test's ``tmp_path`` and their tails are printed when it fail
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -52,6 +51,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from signing_support import approvers, signer
+from tiny_model_support import tiny_model
 
 from shelfguard.config import load_settings, project_root
 from shelfguard.data.generator import generate
@@ -134,17 +134,6 @@ def write_policy(path: Path, timeout_minutes: float) -> Path:
     )
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     return path
-
-
-def tiny_model(data_dir: Path, root: Path) -> str:
-    """A tiny random BERT built by the training tests' helper (seconds to fine-tune)."""
-    path = project_root() / "tests" / "training" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("training_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    inputs = module.build_training_inputs(data_dir, root / "tiny-inputs")
-    return str(module.build_tiny_model(inputs, root / "tiny-model"))
 
 
 @dataclass

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from ingest_support import HEADER, pg_rows, product_line, write
 
 from shelfguard.config import Settings, load_settings
 from shelfguard.data.dbt_project import build
@@ -29,10 +30,6 @@ from shelfguard.policy import load_policy
 
 pytestmark = pytest.mark.integration
 
-HEADER = (
-    "product_id\tproduct_name\tproduct_class\tcategory_hierarchy\tproduct_description"
-    "\tproduct_features\trating_count\taverage_rating\treview_count"
-)
 ROW_DEFECTS = [
     "duplicate_ids",
     "empty_names",
@@ -59,20 +56,6 @@ PG_TYPE_NAMES = {
 }
 
 
-def product_line(pid: object, name: str = "oak table") -> bytes:
-    return (
-        f"{pid}\t{name}\tDining Tables\tFurniture / Dining / Tables\tsolid oak"
-        f"\tcolor:brown|price:199.00\t12\t4.5\t3"
-    ).encode()
-
-
-def write(folder: Path, name: str, lines: list[bytes], newline: bytes = b"\n") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(newline.join(lines) + newline)
-    return path
-
-
 def new_ledger(path: Path) -> Ledger:
     ledger = Ledger(f"sqlite:///{path}")
     ledger.migrate()
@@ -85,15 +68,6 @@ def run_ingest(source: Path, warehouse: Path | str, ledger_path: Path) -> Ingest
         return ingest(source, warehouse, ledger, pseudonym_key=PSEUDONYM_KEY)
     finally:
         ledger.dispose()
-
-
-def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
 
 
 def duck_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:

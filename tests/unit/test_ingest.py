@@ -8,30 +8,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from ingest_support import HEADER, product_line, write
 
 from shelfguard.config import Settings
 from shelfguard.data.ingest import IngestError, ingest
 from shelfguard.ledger import Ledger
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-HEADER = (
-    "product_id\tproduct_name\tproduct_class\tcategory_hierarchy\tproduct_description"
-    "\tproduct_features\trating_count\taverage_rating\treview_count"
-)
-
-
-def product_line(pid: object, name: str = "oak table", rating: str = "4.5") -> bytes:
-    return (
-        f"{pid}\t{name}\tDining Tables\tFurniture / Dining / Tables\tsolid oak"
-        f"\tcolor:brown|price:199.00\t12\t{rating}\t3"
-    ).encode()
-
-
-def write(folder: Path, name: str, lines: list[bytes], newline: bytes = b"\n") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(newline.join(lines) + newline)
-    return path
 
 
 @pytest.fixture

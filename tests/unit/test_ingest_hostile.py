@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ingest_support import product_line
 
 from shelfguard.config import Settings
 from shelfguard.data.generator import MIN_PRODUCTS, MIN_SEARCHES, PRODUCT_COLUMNS, generate
@@ -28,13 +29,6 @@ from shelfguard.ledger import Ledger, open_ledger
 
 HEADER = "\t".join(PRODUCT_COLUMNS).encode()
 TYPES = next(spec for spec in SPECS if spec.key == "product").columns
-
-
-def product_line(pid: object, name: str = "oak table", rating: str = "4.5") -> bytes:
-    return (
-        f"{pid}\t{name}\tDining Tables\tFurniture / Dining / Tables\tsolid oak"
-        f"\tcolor:brown|price:199.00\t12\t{rating}\t3"
-    ).encode()
 
 
 def clean_file(count: int = 5) -> list[bytes]:
