@@ -225,7 +225,6 @@ def export_int8(
     :class:`OpenVinoUnavailableError` when openvino or nncf is missing.
     """
     import torch
-    from torch.jit._trace import TracerWarning
     from transformers import PreTrainedTokenizerBase
 
     ov, nncf = _import_openvino(need_nncf=True)
@@ -261,7 +260,8 @@ def export_int8(
     with torch.no_grad(), warnings.catch_warnings():
         # The trace fixes which attention-mask branch runs (the mask is always given and
         # as long as the input), which is what these warnings are about.
-        warnings.simplefilter("ignore", TracerWarning)
+        # (Matched by their message: torch exports no public name for their class.)
+        warnings.filterwarnings("ignore", message=r".*the trace (to be|might be) incorrect")
         ov_model = ov.convert_model(
             module,
             example_input=example,
