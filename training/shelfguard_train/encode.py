@@ -67,15 +67,7 @@ def encode_texts(
             }
             embeddings = model(features)["sentence_embedding"].float()
             out[start : start + len(rows)] = torch.nn.functional.normalize(embeddings, dim=1)
-            if batch % _LOG_EVERY_BATCHES == 0 or (batch == batches > 1):
-                done = min(start + batch_size, total)
-                elapsed = time.perf_counter() - started
-                log.info(
-                    "encoded %d/%d texts, %.1f texts/s",
-                    done,
-                    total,
-                    done / elapsed if elapsed else 0.0,
-                )
+            log_progress(batch, batches, min(start + batch_size, total), total, started)
     vectors = np.empty((total, dim), dtype=np.float32)
     vectors[order] = out.cpu().numpy()
     return vectors
@@ -92,15 +84,24 @@ def embedding_dimension(model: SentenceTransformer) -> int:
 def _token_lengths(model: SentenceTransformer, texts: Sequence[str]) -> npt.NDArray[np.int64]:
     from transformers import PreTrainedTokenizerBase
 
-    max_length = model.max_seq_length
     if not isinstance(getattr(model[0], "tokenizer", None), PreTrainedTokenizerBase):
         # Not a transformers tokenizer (e.g. static embeddings): characters stand in.
         return np.array([len(text) for text in texts], dtype=np.int64)
+    return token_lengths(model.tokenizer, texts, model.max_seq_length)
+
+
+def token_lengths(
+    tokenizer: Any, texts: Sequence[str], max_length: int | None, *, lowercase: bool = False
+) -> npt.NDArray[np.int64]:
+    """Each text's token count after truncation to ``max_length`` (``lowercase`` first when
+    the model's tokenizer expects it), tokenised in chunks: a million tokenised texts held
+    as Python lists would take gigabytes."""
     lengths = np.empty(len(texts), dtype=np.int64)
-    # In chunks: a million tokenised texts held as Python lists would take gigabytes.
     for start in range(0, len(texts), _LENGTH_CHUNK):
-        chunk = list(texts[start : start + _LENGTH_CHUNK])
-        ids = model.tokenizer(
+        chunk = [
+            text.lower() if lowercase else text for text in texts[start : start + _LENGTH_CHUNK]
+        ]
+        ids = tokenizer(
             chunk,
             truncation=max_length is not None,
             max_length=max_length,
@@ -109,6 +110,21 @@ def _token_lengths(model: SentenceTransformer, texts: Sequence[str]) -> npt.NDAr
         )["input_ids"]
         lengths[start : start + len(chunk)] = [len(row) for row in ids]
     return lengths
+
+
+def log_progress(
+    batch: int, batches: int, done: int, total: int, started: float, how: str = ""
+) -> None:
+    """Log throughput every few batches and after the last one (of more than one)."""
+    if batch % _LOG_EVERY_BATCHES == 0 or (batch == batches > 1):
+        elapsed = time.perf_counter() - started
+        log.info(
+            "encoded %d/%d texts%s, %.1f texts/s",
+            done,
+            total,
+            how,
+            done / elapsed if elapsed else 0.0,
+        )
 
 
 def encode_precision(config: EmbedConfig, previous_manifest: dict[str, Any] | None) -> str:

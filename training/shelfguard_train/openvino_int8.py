@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from shelfguard_train.encode import log_progress, token_lengths
 from shelfguard_train.hashing import files_sha256
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ DEFAULT_CALIBRATION_SIZE = 300
 #: fp32 for the layers NNCF left in float: no bf16 on a CPU with AMX, so vectors do not
 #: depend on which CPU encodes them.
 _COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
-_LOG_EVERY_BATCHES = 20
-_LENGTH_CHUNK = 10_000
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OPTIONAL_INPUTS = ("token_type_ids",)
 
@@ -417,14 +416,7 @@ def encode_int8(
         hidden = np.asarray(request.get_output_tensor(0).data, dtype=np.float32)
         vectors[rows] = _pool(hidden, inputs["attention_mask"], encoder.pooling_mode)
         done += len(rows)
-        if batch % _LOG_EVERY_BATCHES == 0 or (batch == len(plan) > 1):
-            elapsed = time.perf_counter() - started
-            log.info(
-                "encoded %d/%d texts (int8), %.1f texts/s",
-                done,
-                total,
-                done / elapsed if elapsed else 0.0,
-            )
+        log_progress(batch, len(plan), done, total, started, " (int8)")
     return vectors
 
 
@@ -464,18 +456,6 @@ def _pool(
 
 
 def _token_lengths(encoder: Int8Encoder, texts: Sequence[str]) -> npt.NDArray[np.int64]:
-    lengths = np.empty(len(texts), dtype=np.int64)
-    for start in range(0, len(texts), _LENGTH_CHUNK):
-        chunk = [
-            text.lower() if encoder.do_lower_case else text
-            for text in texts[start : start + _LENGTH_CHUNK]
-        ]
-        ids = encoder.tokenizer(
-            chunk,
-            truncation="longest_first",
-            max_length=encoder.max_seq_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        lengths[start : start + len(chunk)] = [len(row) for row in ids]
-    return lengths
+    return token_lengths(
+        encoder.tokenizer, texts, encoder.max_seq_length, lowercase=encoder.do_lower_case
+    )
