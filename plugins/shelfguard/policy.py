@@ -208,8 +208,10 @@ class IndexPolicy(_Strict):
     min_canary_hit_rate: Share = 0.6
     #: Precision of every encoding the evaluation gate judges and the index serves:
     #: "auto" is bf16 where the hardware computes it natively (its vectors stay within
-    #: 1e-4 cosine of fp32), else fp32. An incremental refresh keeps its index's precision.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: 1e-4 cosine of fp32), else fp32; "int8" is the model's OpenVINO export quantised
+    #: on the catalog's texts (on the CPU; torch where openvino is missing, recorded).
+    #: An incremental refresh keeps its index's precision.
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
 
 
 class CanaryPolicy(_Strict):

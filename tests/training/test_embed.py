@@ -19,6 +19,7 @@ import pytest
 
 from shelfguard_train import ann as ann_module
 from shelfguard_train import embed as embed_module
+from shelfguard_train import text_encoder as text_encoder_module
 from shelfguard_train.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from shelfguard_train.config import (
     ConfigError,
@@ -138,7 +139,7 @@ def test_full_build_writes_the_index_layout_and_manifest(
     assert json.loads(json.dumps(result)) == result
     assert result["index_sha256"] == index_sha256(index)
     assert result["products_per_second"] > 0
-    assert set(result["checks"]) == {"coverage", "vectors", "model", "ann", "canary"}
+    assert set(result["checks"]) == {"coverage", "vectors", "model", "encoder", "ann", "canary"}
 
 
 def test_encode_texts_matches_sentence_transformers_encode(
@@ -194,7 +195,7 @@ def test_incremental_encodes_only_new_and_changed_products(
         encoded.extend(texts)
         return real_encode(model, texts, *args, **kwargs)
 
-    monkeypatch.setattr(embed_module, "encode_texts", spy)
+    monkeypatch.setattr(text_encoder_module, "encode_texts", spy)
     incremental = embed(
         embed_config(
             products, tiny_model, tmp_path / "incremental", previous_index_dir=full_index.index_dir
@@ -222,7 +223,7 @@ def test_incremental_encodes_only_new_and_changed_products(
         hits = searcher.search(row["text_to_embed"], k=10)
         assert row["product_id"] in [h.product_id for h in hits if h.score > 0.9999]
 
-    monkeypatch.setattr(embed_module, "encode_texts", real_encode)
+    monkeypatch.setattr(text_encoder_module, "encode_texts", real_encode)
     full = embed(embed_config(products, tiny_model, tmp_path / "full"))
     assert index_ids(incremental.index_dir) == index_ids(full.index_dir)
     np.testing.assert_allclose(
@@ -394,7 +395,7 @@ def random_index(
     products = write_products(folder / "products.parquet", rows)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            embed_module, "encode_texts", lambda _m, texts, *_a, **_k: unit_vectors(texts)
+            text_encoder_module, "encode_texts", lambda _m, texts, *_a, **_k: unit_vectors(texts)
         )
         result = embed(embed_config(products, tiny_model, folder / "index", ann_sample_size=300))
     return result, products

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shelfguard_train.config import EmbedConfig
-from shelfguard_train.embed import EmbedResult, embed, encode_texts
+from shelfguard_train.embed import EmbedResult, embed
 from shelfguard_train.model import model_sha256
 from shelfguard_train.search import CatalogSearcher, IndexMismatchError
 
@@ -63,7 +63,7 @@ def test_hits_are_the_nearest_products_best_first(
     # products alike, so a hit must be as near as the fifth best, not a given product).
     index = named_index.index_dir
     ids = pq.read_table(index / "products.parquet").column("product_id").to_pylist()
-    exact = np.load(index / "vectors.npy") @ encode_texts(searcher.model, [query])[0]
+    exact = np.load(index / "vectors.npy") @ searcher.encoder.encode([query])[0]
     fifth = np.sort(exact)[-5]
     for hit in hits:
         row = ids.index(hit.product_id)

@@ -86,3 +86,60 @@ def test_missing_ids_are_named_in_the_observation() -> None:
     checks["coverage"]["missing"] = {"count": 2, "ids": [7, 9]}
     (missing,) = [c for c in decide(checks, MODEL, POLICY) if c["name"] == "index.coverage.missing"]
     assert missing["observed"] == "2 (e.g. 7, 9)"
+
+
+ENCODER = "e" * 64
+
+
+def int8_checks() -> dict[str, Any]:
+    checks = healthy()
+    checks["encoder"] = {
+        "backend": "openvino",
+        "precision": "int8",
+        "fallback": None,
+        "manifest_sha256": "f" * 64,
+        "actual_sha256": "f" * 64,
+        "sha256": ENCODER,
+        "source_model_sha256": MODEL,
+        "matches": True,
+    }
+    return checks
+
+
+def test_an_int8_index_with_its_own_encoder_and_evaluation_passes() -> None:
+    decided = decide(int8_checks(), MODEL, POLICY, {"precision": "int8", "sha256": ENCODER})
+    assert {c["status"] for c in decided} == {"pass"}
+    assert [c["name"] for c in decided][-2:] == ["index.encoder", "index.encoder_evaluated"]
+
+
+def test_an_int8_encoder_altered_or_exported_from_another_model_fails() -> None:
+    altered = int8_checks()
+    altered["encoder"].update(matches=False, error="the int8 encoder's files hash to 00")
+    assert failed(altered) == ["index.encoder"]
+    foreign = int8_checks()
+    foreign["encoder"]["source_model_sha256"] = "b" * 64
+    assert failed(foreign) == ["index.encoder"]
+
+
+@pytest.mark.parametrize(
+    "evaluated",
+    [
+        {"precision": "int8", "sha256": "d" * 64},  # another export than the one judged
+        {"precision": "bf16", "sha256": None},  # judged in another precision
+    ],
+)
+def test_an_index_not_encoding_as_the_evaluation_did_fails(evaluated: dict[str, Any]) -> None:
+    decided = decide(int8_checks(), MODEL, POLICY, evaluated)
+    assert [c["name"] for c in decided if c["status"] == "fail"] == ["index.encoder_evaluated"]
+
+
+def test_a_torch_index_judged_in_its_own_precision_passes() -> None:
+    checks = healthy()
+    checks["encoder"] = {"backend": "torch", "precision": "bf16", "matches": True}
+    decided = decide(checks, MODEL, POLICY, {"precision": "bf16", "sha256": None})
+    assert {c["status"] for c in decided} == {"pass"}
+    assert failed_with(checks, {"precision": "fp32", "sha256": None}) == ["index.encoder_evaluated"]
+
+
+def failed_with(checks: dict[str, Any], evaluated: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in decide(checks, MODEL, POLICY, evaluated) if c["status"] == "fail"]

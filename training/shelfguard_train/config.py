@@ -31,11 +31,13 @@ __all__ = [
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _PRECISION_HELP = (
     "Encoding precision: auto (bf16 on a CUDA GPU or a CPU that computes bf16 natively, "
-    "else fp32), fp32 or bf16. The precision used is recorded in the output."
+    "else fp32), fp32, bf16, or int8 (an OpenVINO encoder quantised on the catalog's "
+    "texts, on the CPU; fp32 where openvino is not installed). The precision used is "
+    "recorded in the output."
 )
 BM25_NAME = "bm25"
 

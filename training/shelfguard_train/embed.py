@@ -66,6 +66,7 @@ from shelfguard_train.index_format import (
     read_manifest,
 )
 from shelfguard_train.model import inference_runtime, load_model, model_sha256
+from shelfguard_train.text_encoder import ENCODER_DIR, INT8, open_encoder, resolve_precision
 
 __all__ = [
     "ANN_FILE",
@@ -146,8 +147,9 @@ def _write_index(
     manifest: dict[str, Any],
     plan: AnnPlan,
 ) -> None:
-    """Write the four files; the ANN graph as ``plan`` says."""
-    folder.mkdir(parents=True)
+    """Write the four files into ``folder`` (which may hold the encoder already); the ANN
+    graph as ``plan`` says."""
+    folder.mkdir(parents=True, exist_ok=True)
     ids = np.array([p.product_id for p in products], dtype=np.int64)
     table = pa.table(
         {
@@ -236,9 +238,14 @@ def embed(config: EmbedConfig) -> EmbedResult:
     previous_manifest = (
         read_manifest(config.previous_index_dir) if config.previous_index_dir else None
     )
-    runtime = inference_runtime(config.device, encode_precision(config, previous_manifest))
+    requested = encode_precision(config, previous_manifest)
+    precision, fallback = resolve_precision(
+        requested, config.device, fixed=previous_manifest is not None and requested == INT8
+    )
     products = read_catalog(config.products_path)
-    model = load_model(config.model_dir, runtime, config.max_seq_length)
+    model = load_model(
+        config.model_dir, inference_runtime(config.device, precision), config.max_seq_length
+    )
     model_sha = model_sha256(config.model_dir)
     dim = embedding_dimension(model)
     previous = (
@@ -246,6 +253,23 @@ def embed(config: EmbedConfig) -> EmbedResult:
         if config.previous_index_dir is not None and previous_manifest is not None
         else None
     )
+    partial = config.output_dir.with_name(config.output_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if previous is not None and precision == INT8:
+        # The vectors kept were encoded by the previous index's encoder: the new ones must be too.
+        shutil.copytree(previous.index_dir / ENCODER_DIR, partial / ENCODER_DIR)
+    encoder = open_encoder(
+        config.model_dir,
+        precision,
+        device=config.device,
+        source_sha256=model_sha,
+        encoder_dir=partial / ENCODER_DIR,
+        calibration_texts=[p.text for p in products],
+        model=model,
+        fallback=fallback,
+    )
+    runtime = encoder.runtime
     vectors = np.empty((len(products), dim), dtype=np.float32)
     to_encode, reused, dropped = _reuse(products, previous, vectors)
     mode = "incremental" if previous else "full"
@@ -255,15 +279,15 @@ def embed(config: EmbedConfig) -> EmbedResult:
         config.model_dir,
         mode,
         runtime.device,
-        runtime.precision,
+        encoder.precision,
         len(to_encode),
         reused,
         len(dropped),
     )
     encode_started = time.perf_counter()
     if to_encode:
-        vectors[to_encode] = encode_texts(
-            model, [products[i].text for i in to_encode], config.batch_size, runtime
+        vectors[to_encode] = encoder.encode(
+            [products[i].text for i in to_encode], config.batch_size
         )
     encode_seconds = time.perf_counter() - encode_started
     counts = {
@@ -281,15 +305,16 @@ def embed(config: EmbedConfig) -> EmbedResult:
         "dtype": "float32",
         "normalized": True,
         "max_seq_length": model.max_seq_length,
-        "precision": runtime.precision,
+        "precision": encoder.precision,
         "mode": mode,
         "counts": counts,
         "previous_index_sha256": previous.sha256 if previous else None,
         "products_sha256": file_sha256(config.products_path),
         "versions": _versions(),
     }
-    partial = config.output_dir.with_name(config.output_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    if encoder.int8 is not None or encoder.fallback is not None:
+        # Only then: a torch index's manifest (and sha256) stays what it has always been.
+        manifest["encoder"] = encoder.describe()
     plan = plan_ann(products, to_encode, dropped, previous)
     _write_index(partial, products, vectors, manifest, plan)
     sha = index_sha256(partial)
@@ -303,8 +328,7 @@ def embed(config: EmbedConfig) -> EmbedResult:
         sample_size=config.ann_sample_size,
         k=config.canary_k,
         seed=config.seed,
-        model=model,
-        runtime=runtime,
+        encoder=encoder,
         batch_size=config.batch_size,
     )
     return EmbedResult(

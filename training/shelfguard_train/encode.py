@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +21,14 @@ from shelfguard_train.model import Runtime
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["embedding_dimension", "encode_precision", "encode_texts"]
+__all__ = [
+    "embedding_dimension",
+    "encode_precision",
+    "encode_texts",
+    "length_batches",
+    "log_progress",
+    "token_lengths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ def encode_texts(
     texts: Sequence[str],
     batch_size: int = 64,
     runtime: Runtime | None = None,
+    *,
+    equal_lengths: bool = False,
 ) -> npt.NDArray[np.float32]:
     """L2-normalised float32 embeddings of ``texts``, one row per text, in input order.
 
@@ -41,7 +50,9 @@ def encode_texts(
     catalog: texts are batched in order of their token count (after truncation to the
     model's ``max_seq_length``), so a batch pads to almost nothing; batches run under
     ``torch.inference_mode()`` and stay on the device until one copy to numpy at the end.
-    Logs throughput every few batches.
+    Logs throughput every few batches. ``equal_lengths`` pads nothing at all (a batch
+    holds texts of one token length), so a text's vector does not depend on the texts it
+    is batched with: what a service batching its requests needs.
     """
     import torch
 
@@ -52,14 +63,15 @@ def encode_texts(
         return np.empty((0, dim), dtype=np.float32)
     # Stable, so equal lengths keep input order and a rerun batches identically (on CPU
     # the same batches give the same bytes).
-    order = np.argsort(-_token_lengths(model, texts), kind="stable")
+    lengths = _token_lengths(model, texts)
+    order = np.argsort(-lengths, kind="stable")
     model.eval()
     out = torch.empty((total, dim), dtype=torch.float32, device=runtime.device)
     started = time.perf_counter()
-    batches = (total + batch_size - 1) // batch_size
+    plan = list(length_batches(order, lengths, batch_size, equal_lengths=equal_lengths))
+    start = 0
     with torch.inference_mode(), runtime.autocast():
-        for batch, start in enumerate(range(0, total, batch_size), start=1):
-            rows = order[start : start + batch_size]
+        for batch, rows in enumerate(plan, start=1):
             features = model.preprocess([texts[i] for i in rows.tolist()])
             features = {
                 k: v.to(runtime.device) if isinstance(v, torch.Tensor) else v
@@ -67,10 +79,40 @@ def encode_texts(
             }
             embeddings = model(features)["sentence_embedding"].float()
             out[start : start + len(rows)] = torch.nn.functional.normalize(embeddings, dim=1)
-            log_progress(batch, batches, min(start + batch_size, total), total, started)
+            start += len(rows)
+            log_progress(batch, len(plan), start, total, started)
     vectors = np.empty((total, dim), dtype=np.float32)
     vectors[order] = out.cpu().numpy()
     return vectors
+
+
+def length_batches(
+    order: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    batch_size: int,
+    *,
+    equal_lengths: bool,
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Rows of ``order`` (texts sorted by token length) in batches of at most ``batch_size``.
+
+    With ``equal_lengths`` a batch also ends where the token length changes, so no
+    batch is padded: padding changes the order in which float reductions over a row add
+    up (and, in int8, can move a value across a quantisation step), so a padded text's
+    vector would depend on its neighbours. Equal-length batches keep it independent.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        if equal_lengths:
+            length = lengths[order[start]]
+            stop = start + 1
+            while stop < end and lengths[order[stop]] == length:
+                stop += 1
+            end = stop
+        yield order[start:end]
+        start = end
 
 
 def embedding_dimension(model: SentenceTransformer) -> int:

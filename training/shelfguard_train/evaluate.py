@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,10 +42,8 @@ from shelfguard_train.data import (
     read_products,
 )
 from shelfguard_train.hashing import file_sha256
-from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from shelfguard_train.model import Runtime, inference_runtime, model_sha256
+from shelfguard_train.text_encoder import INT8, TextEncoder, open_encoder, resolve_precision
 
 __all__ = [
     "EXACT",
@@ -157,14 +155,22 @@ def top_k(scores: npt.NDArray[np.floating[Any]], k: int) -> npt.NDArray[np.int64
 
 
 def dense_rankings(
-    model: SentenceTransformer,
+    encoder: TextEncoder,
     queries: Sequence[str],
     documents: Sequence[str],
     depth: int,
-    runtime: Runtime,
     batch_size: int = 64,
 ) -> npt.NDArray[np.int64]:
-    """Document indices, best first, for each query: cosine on normalised embeddings."""
+    """Document indices, best first, for each query: cosine on normalised embeddings.
+
+    An int8 encoder encodes with its OpenVINO export; a torch one with
+    ``SentenceTransformer.encode`` at its precision.
+    """
+    if encoder.int8 is not None:
+        docs = encoder.encode(documents, batch_size)
+        scores = encoder.encode(queries, batch_size) @ docs.T
+        return top_k(scores, min(depth, len(documents)))
+    model, runtime = encoder.model, encoder.runtime
     with runtime.autocast():
         docs = model.encode(
             list(documents),
@@ -300,11 +306,11 @@ def evaluate(config: EvalConfig) -> EvalResult:
     evaluator = RankingEvaluator(golden.grades, config.ks)
     product_ids = [p.product_id for p in products]
     documents = [p.text for p in products]
-    runtime = (
-        inference_runtime(config.device, config.precision)
-        if config.models
-        else Runtime(device="cpu")
+    precision, fallback = (
+        resolve_precision(config.precision, config.device) if config.models else ("fp32", None)
     )
+    runtime = inference_runtime(config.device, precision) if config.models else Runtime("cpu")
+    used = INT8 if precision == INT8 else runtime.precision
     log.info(
         "evaluating %d golden queries against %d products with %s",
         len(golden.query_ids),
@@ -315,16 +321,29 @@ def evaluate(config: EvalConfig) -> EvalResult:
     reports: dict[str, ModelReport] = {}
     for name, path in config.models.items():
         started = time.perf_counter()
-        model = load_model(path, runtime)
+        sha = model_sha256(path)
+        # An int8 encoder is exported here from this catalog's texts: the same texts, in
+        # the same order, the index's encoder is calibrated on, so the same bytes.
+        encoder = open_encoder(
+            path,
+            precision,
+            device=config.device,
+            source_sha256=sha,
+            encoder_dir=config.output_path.parent / f"{config.output_path.stem}.encoders" / name,
+            calibration_texts=documents,
+            fallback=fallback,
+        )
         ranked = dense_rankings(
-            model, golden.queries, documents, evaluator.depth, runtime, config.batch_size
+            encoder, golden.queries, documents, evaluator.depth, config.batch_size
         )
         info = {
             "kind": "dense",
             "model_path": str(path),
-            "model_sha256": model_sha256(path),
+            "model_sha256": sha,
             "seconds": round(time.perf_counter() - started, 2),
         }
+        if encoder.int8 is not None or fallback is not None:
+            info["encoder"] = encoder.describe()
         reports[name] = _report(evaluator, golden, ranked, product_ids, info)
         _log_report(name, reports[name])
     if config.include_bm25:
@@ -342,7 +361,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
             "golden_queries": len(golden.query_ids),
             "catalog_products": len(products),
             "ks": list(config.ks),
-            "precision": runtime.precision,
+            "precision": used,
         },
         config_hash=config.config_hash(),
         output_path=config.output_path,

@@ -18,19 +18,22 @@ import pyarrow as pa
 
 from shelfguard_train.ann import ann_search, open_ann
 from shelfguard_train.data import _GOLDEN_COLUMNS, CatalogProduct, _read, read_catalog
-from shelfguard_train.encode import embedding_dimension, encode_texts
 from shelfguard_train.evaluate import EXACT
 from shelfguard_train.index_format import (
     VECTORS_FILE,
     EmbedError,
-    index_precision,
     read_index_products,
     read_manifest,
 )
-from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
+from shelfguard_train.model import model_sha256
+from shelfguard_train.text_encoder import (
+    TextEncoder,
+    encoder_check,
+    open_encoder,
+    open_index_encoder,
+)
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
     from usearch.index import Index
 
 __all__ = ["check_index"]
@@ -51,8 +54,7 @@ def check_index(
     k: int = 10,
     seed: int = 42,
     *,
-    model: SentenceTransformer | None = None,
-    runtime: Runtime | None = None,
+    encoder: TextEncoder | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Measure an index against the active catalog, its model and the golden set.
@@ -67,12 +69,16 @@ def check_index(
     - ``vectors``: dimension, the model's dimension, min/max L2 norm and the number of
       vectors with a non-finite value.
     - ``model``: the manifest's model sha256, ``model_dir``'s now, and whether they match.
+    - ``encoder``: backend and precision; for an int8 index, the sha256 of its encoder's
+      files as recorded and as found, the model it was exported from, and whether they
+      match (``shelfguard_train.text_encoder.encoder_check``).
     - ``ann``: ``recall@k`` of the ANN search against exact search, over a seeded sample
       of ``sample_size`` indexed vectors used as queries.
     - ``canary``: golden queries with an indexed Exact product, how many find one in the
       ANN top k, and a few misses (None without ``golden_path``).
 
-    ``model`` is ``model_dir`` already loaded (``embed`` passes its own).
+    ``encoder`` is the index's encoder already open (``embed`` passes its own); the
+    canaries are encoded with it, as the index's search encodes queries.
     """
     if not model_dir.is_dir():
         raise EmbedError(f"model folder not found: {model_dir}")
@@ -83,10 +89,18 @@ def check_index(
     ann = open_ann(index_dir, manifest)
     ids = np.asarray(table.column("product_id").to_numpy(), dtype=np.int64)
     actual_sha = model_sha256(model_dir)
-    if model is None:
-        runtime = runtime or inference_runtime("auto", index_precision(manifest))
-        model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
-    expected_dim = embedding_dimension(model)
+    encoder_found = encoder_check(index_dir, manifest)
+    unusable = None
+    if encoder is None:
+        try:
+            encoder = open_index_encoder(index_dir, model_dir, manifest)
+        except EmbedError as exc:
+            # Measured and reported like the rest; the canaries fall back to the model alone.
+            unusable = str(exc)
+            encoder_found["error"] = unusable
+            encoder_found["matches"] = False
+            encoder = open_encoder(model_dir, "fp32", max_seq_length=manifest.get("max_seq_length"))
+    expected_dim = encoder.dimension
     checks: dict[str, Any] = {
         "coverage": _coverage(catalog, table, vectors, ann),
         "vectors": _vector_stats(vectors, expected_dim),
@@ -95,6 +109,7 @@ def check_index(
             "actual_sha256": actual_sha,
             "matches": manifest.get("model_sha256") == actual_sha,
         },
+        "encoder": encoder_found,
         "ann": _ann_recall(ann, ids, vectors, sample_size, k, seed),
         "canary": None,
     }
@@ -102,10 +117,10 @@ def check_index(
         if expected_dim != vectors.shape[1]:
             mismatch = f"model dimension {expected_dim} != index dimension {vectors.shape[1]}"
             checks["canary"] = {"skipped": mismatch}
+        elif unusable is not None:
+            checks["canary"] = {"skipped": f"the index's encoder cannot be used: {unusable}"}
         else:
-            checks["canary"] = _canary(
-                golden_path, set(ids.tolist()), ann, model, k, runtime, batch_size
-            )
+            checks["canary"] = _canary(golden_path, set(ids.tolist()), ann, encoder, k, batch_size)
     _log_checks(index_dir, checks, k)
     return checks
 
@@ -213,15 +228,14 @@ def _canary(
     golden_path: Path,
     indexed: set[int],
     ann: Index,
-    model: SentenceTransformer,
+    encoder: TextEncoder,
     k: int,
-    runtime: Runtime | None,
     batch_size: int,
 ) -> dict[str, Any]:
     canaries = _read_canaries(golden_path, indexed)
     if not canaries:
         return {"k": k, "queries": 0, "hits": 0, "hit_rate": None, "misses": []}
-    queries = encode_texts(model, [text for _, text, _ in canaries], batch_size, runtime)
+    queries = encoder.encode([text for _, text, _ in canaries], batch_size)
     results = ann_search(ann, queries, k)
     hits = 0
     misses: list[dict[str, Any]] = []

@@ -92,7 +92,9 @@ def inference_runtime(device: str, precision: str = "auto") -> Runtime:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     runtime = resolve_runtime(device)
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):
+        # int8 encodes with the model's OpenVINO export (shelfguard_train.text_encoder);
+        # the torch model beside it stays fp32.
         return Runtime(device=runtime.device)
     if precision == "bf16" or (runtime.device == "cpu" and cpu_has_native_bf16()):
         return Runtime(device=runtime.device, autocast_dtype=torch.bfloat16)

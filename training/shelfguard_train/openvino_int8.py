@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from shelfguard_train.encode import log_progress, token_lengths
+from shelfguard_train.encode import length_batches, log_progress, token_lengths
 from shelfguard_train.hashing import files_sha256
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ __all__ = [
     "OpenVinoUnavailableError",
     "encode_int8",
     "export_int8",
+    "import_openvino",
     "load_int8",
 ]
 
@@ -105,8 +106,9 @@ class Int8Encoder:
     metadata: dict[str, Any]
 
 
-def _import_openvino(need_nncf: bool) -> tuple[Any, Any]:
-    """``(openvino, nncf)``; ``nncf`` is None when not needed."""
+def import_openvino(need_nncf: bool) -> tuple[Any, Any]:
+    """``(openvino, nncf)``; ``nncf`` is None when not needed; :class:`OpenVinoUnavailableError`
+    when either cannot be imported."""
     what = "openvino and nncf" if need_nncf else "openvino"
     try:
         import openvino
@@ -226,7 +228,7 @@ def export_int8(
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    ov, nncf = _import_openvino(need_nncf=True)
+    ov, nncf = import_openvino(need_nncf=True)
     pooling_mode = _pooling_mode(model)
     transformer = model[0]
     tokenizer = transformer.tokenizer
@@ -344,7 +346,7 @@ def load_int8(out_dir: Path, *, num_threads: int | None = None) -> Int8Encoder:
     """
     from transformers import AutoTokenizer
 
-    ov, _ = _import_openvino(need_nncf=False)
+    ov, _ = import_openvino(need_nncf=False)
     metadata_path = out_dir / METADATA_FILE
     if not metadata_path.is_file():
         raise Int8Error(f"{out_dir} is not an int8 export: {METADATA_FILE} is missing")
@@ -390,7 +392,7 @@ def encode_int8(
     token count (after truncation), stable, and throughput is logged every few batches;
     unlike it, a batch holds texts of one token length only, so nothing is padded and a
     text's vector is bit-identical whether it is encoded alone or among others (see
-    :func:`_batches`). Pooling and normalisation run in numpy on the token embeddings.
+    :func:`shelfguard_train.encode.length_batches`). Pooling and normalisation run in numpy on the token embeddings.
     """
     total = len(texts)
     if total == 0:
@@ -402,7 +404,7 @@ def encode_int8(
     vectors = np.empty((total, encoder.dimension), dtype=np.float32)
     request = encoder.compiled.create_infer_request()
     started = time.perf_counter()
-    plan = list(_batches(order, lengths, batch_size))
+    plan = list(length_batches(order, lengths, batch_size, equal_lengths=True))
     done = 0
     for batch, rows in enumerate(plan, start=1):
         inputs = _tokenize(
@@ -418,25 +420,6 @@ def encode_int8(
         done += len(rows)
         log_progress(batch, len(plan), done, total, started, " (int8)")
     return vectors
-
-
-def _batches(
-    order: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], batch_size: int
-) -> Iterator[npt.NDArray[np.int64]]:
-    """Rows of ``order`` in batches of at most ``batch_size`` texts of one token length.
-
-    No batch is padded: in int8 a padded batch can move a value across a quantisation
-    step (the float reductions over a longer row add in another order), so a text's
-    vector would depend on its neighbours. Equal-length batches keep it bit-identical.
-    """
-    start = 0
-    while start < len(order):
-        length = lengths[order[start]]
-        end = start + 1
-        while end < len(order) and end - start < batch_size and lengths[order[end]] == length:
-            end += 1
-        yield order[start:end]
-        start = end
 
 
 def _pool(

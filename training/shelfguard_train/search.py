@@ -4,6 +4,8 @@
 whose bytes differ from the one the index manifest names (its vectors would live in
 another embedding space, and every result would be silently wrong), and, when the
 caller knows what was approved, an index or model other than the approved ones.
+Queries are encoded by the index's own encoder (``shelfguard_train.text_encoder``):
+the model at the index's precision, or the int8 export kept in an int8 index.
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shelfguard_train.ann import ann_search, open_ann
-from shelfguard_train.encode import encode_texts
 from shelfguard_train.index_format import (
-    index_precision,
+    EmbedError,
     index_sha256,
     read_index_products,
     read_manifest,
 )
-from shelfguard_train.model import Runtime, inference_runtime, load_model, model_sha256
+from shelfguard_train.model import model_sha256
+from shelfguard_train.text_encoder import TextEncoder, open_index_encoder
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
     from usearch.index import Index
 
 __all__ = ["CatalogSearcher", "Hit", "IndexMismatchError"]
@@ -55,14 +56,12 @@ class CatalogSearcher:
 
     def __init__(
         self,
-        model: SentenceTransformer,
-        runtime: Runtime,
+        encoder: TextEncoder,
         ann: Index,
         products: dict[int, _Product],
         manifest: dict[str, Any],
     ) -> None:
-        self.model = model
-        self.runtime = runtime
+        self.encoder = encoder
         self.ann = ann
         self.products = products
         self.manifest = manifest
@@ -103,9 +102,13 @@ class CatalogSearcher:
                     f"expected index sha256 {expected_index_sha256} but {index_dir} has sha256 "
                     f"{actual_index}"
                 )
-        # Queries are encoded in the precision the index's vectors were.
-        runtime = inference_runtime(device, index_precision(manifest))
-        model = load_model(model_dir, runtime, manifest.get("max_seq_length"))
+        # Queries are encoded by the encoder the index's vectors were (an int8 index's own).
+        try:
+            encoder = open_index_encoder(
+                index_dir, model_dir, manifest, device=device, source_sha256=actual_model
+            )
+        except EmbedError as exc:
+            raise IndexMismatchError(str(exc)) from exc
         table = read_index_products(index_dir)
         products = {
             product_id: _Product(name=name, product_class=product_class)
@@ -116,7 +119,7 @@ class CatalogSearcher:
                 strict=True,
             )
         }
-        return cls(model, runtime, open_ann(index_dir, manifest), products, manifest)
+        return cls(encoder, open_ann(index_dir, manifest), products, manifest)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The ``k`` products nearest to ``query``, best first (fewer if the index is small)."""
@@ -134,7 +137,8 @@ class CatalogSearcher:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return []
-        vectors = encode_texts(self.model, queries, len(queries), self.runtime)
+        # Unpadded batches: a query's vector, and so its answer, is the same alone or batched.
+        vectors = self.encoder.encode(queries, len(queries), equal_lengths=True)
         answers = []
         # usearch reports cosine distance: 1 - similarity.
         for found in ann_search(self.ann, vectors, k):

@@ -12,7 +12,11 @@ point and held to ``governance.yml`` → ``index``:
 - **ANN recall** — the approximate search finds at least ``min_ann_recall_at_10``
   of the exact top 10 on a sample;
 - **canaries** — golden queries find an Exact product in their top 10 at least
-  at ``min_canary_hit_rate``.
+  at ``min_canary_hit_rate``;
+- **encoder** — an int8 index's encoder files hash to what its manifest records and
+  were exported from the model being promoted (a torch index has no encoder files);
+- **encoder evaluated** — on a run that evaluated the model, the index encodes with
+  the precision, and for int8 the very encoder, the evaluation gate judged.
 
 See docs/gates/index.md.
 """
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from shelfguard.gates.core import Check, GateOutcome, check
 from shelfguard.model.index import embed_paths, embed_result, register_index
-from shelfguard.model.training import ModelingError
+from shelfguard.model.training import ModelingError, read_json
 from shelfguard.policy import IndexPolicy
 
 if TYPE_CHECKING:
@@ -45,10 +49,16 @@ def run(ctx: GateContext) -> GateOutcome:
         raise ModelingError("the embedding result has no 'checks': was it written by `embed`?")
     artifact = register_index(settings, ctx.ledger, run_id)
     model_sha256 = str(ctx.lineage.get("model_sha256") or "")
+    evaluation_path = ctx.run_dir / "evaluation.json"
+    evaluated = (
+        evaluated_encoder(read_json(evaluation_path, "evaluation result"))
+        if evaluation_path.exists()
+        else None
+    )
     return GateOutcome.of(
         GATE,
         f"index:{artifact.sha256}",
-        decide(result["checks"], model_sha256, ctx.policy.index),
+        decide(result["checks"], model_sha256, ctx.policy.index, evaluated),
         {
             "counts": result.get("counts", {}),
             "products_per_second": result.get("products_per_second"),
@@ -75,11 +85,27 @@ def _check(name: str, ok: bool, observed: Any, expected: str, comment: str) -> C
     )
 
 
-def decide(checks: dict[str, Any], model_sha256: str, policy: IndexPolicy) -> list[Check]:
+def evaluated_encoder(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The precision and (int8) encoder sha256 the evaluation judged the challenger with."""
+    challenger = (evaluation.get("models") or {}).get("challenger") or {}
+    encoder = challenger.get("encoder") or {}
+    return {
+        "precision": (evaluation.get("inputs") or {}).get("precision", "fp32"),
+        "sha256": encoder.get("sha256"),
+    }
+
+
+def decide(
+    checks: dict[str, Any],
+    model_sha256: str,
+    policy: IndexPolicy,
+    evaluated: dict[str, Any] | None = None,
+) -> list[Check]:
     """Every check of the index gate from the entry point's measurements.
 
     ``model_sha256`` is the model the index must belong to: the challenger on a
-    retraining run, the champion on a catalog refresh.
+    retraining run, the champion on a catalog refresh. ``evaluated`` is what the run's
+    evaluation encoded with (:func:`evaluated_encoder`); None on a run without one.
     """
     coverage = checks.get("coverage") or {}
     vectors = checks.get("vectors") or {}
@@ -150,4 +176,53 @@ def decide(checks: dict[str, Any], model_sha256: str, policy: IndexPolicy) -> li
             f"{canary.get('hits', 0)} of {queries} golden queries find an Exact product in the top 10",
         )
     )
+    encoder = checks.get("encoder")
+    if encoder is not None:  # indexes measured before encoders were recorded have none
+        result.append(_encoder(encoder, model_sha256))
+    if evaluated is not None:
+        result.append(_encoder_evaluated(encoder or {}, evaluated))
     return result
+
+
+def _described(encoder: dict[str, Any]) -> str:
+    shown = f"{encoder.get('precision', 'fp32')} ({encoder.get('backend', 'torch')})"
+    if encoder.get("sha256"):
+        shown += f" {str(encoder['sha256'])[:12]}"
+    if encoder.get("fallback"):
+        shown += f"; int8 fell back: {encoder['fallback']}"
+    return shown
+
+
+def _encoder(encoder: dict[str, Any], model_sha256: str) -> Check:
+    int8 = encoder.get("precision") == "int8"
+    bound = not int8 or encoder.get("source_model_sha256") == model_sha256
+    ok = bool(encoder.get("matches")) and bound
+    observed = _described(encoder)
+    if encoder.get("error"):
+        observed += f"; {encoder['error']}"
+    elif not bound:
+        observed += f"; exported from {str(encoder.get('source_model_sha256'))[:16]}"
+    return _check(
+        "index.encoder",
+        ok,
+        observed,
+        "int8: files as recorded, exported from the promoted model",
+        "queries are encoded by the encoder the index was built with, bound to its model",
+    )
+
+
+def _encoder_evaluated(encoder: dict[str, Any], evaluated: dict[str, Any]) -> Check:
+    precision = encoder.get("precision", "fp32")
+    same = precision == evaluated.get("precision") and (
+        precision != "int8" or encoder.get("sha256") == evaluated.get("sha256")
+    )
+    judged = f"{evaluated.get('precision')}" + (
+        f" {str(evaluated['sha256'])[:12]}" if evaluated.get("sha256") else ""
+    )
+    return _check(
+        "index.encoder_evaluated",
+        same,
+        _described(encoder),
+        f"== {judged}",
+        "the index serves the encoder whose rankings the evaluation gate judged",
+    )
