@@ -22,6 +22,15 @@ _STAMP = ".bench-done.json"
 _CONFTEST = ROOT / "tests" / "training" / "conftest.py"
 
 
+def production_precision() -> str:
+    """The precision the production policy encodes in (``deploy/governance.production.yml``
+    → ``index.precision``): what the embedding and serving stages measure."""
+    import yaml
+
+    policy = yaml.safe_load((ROOT / "deploy" / "governance.production.yml").read_text("utf-8"))
+    return str(policy["index"]["precision"])
+
+
 def store_dir(work: Path, products: int, seed: int) -> Path:
     """Where the generated store of ``products`` products and ``seed`` lives."""
     return work / "data" / f"products-{products}-seed-{seed}"

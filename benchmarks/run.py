@@ -274,10 +274,28 @@ def raw_gate_row(r: Result, size: int) -> Row:
     )
 
 
+def _fallback(r: Result) -> str:
+    return f"; int8 fell back: {r['fallback']}" if r.get("fallback") else ""
+
+
+def _export_note(r: Result, base: float) -> str:
+    """The one-off int8 export, and the speed-up with it counted in (a full embed() pays it)."""
+    if not r.get("export_seconds") or r.get("precision") != "int8":
+        return ""
+    with_export = r["products"] / (r["seconds"] + r["export_seconds"])
+    return (
+        f"the int8 export took {r['export_seconds']:.1f} s "
+        f"({with_export / base:.2f}x with it counted); "
+    )
+
+
 def embed_full_rows(r: Result, size: int) -> list[Row]:
     n = r["products"]
     ours, base = n / r["seconds"], n / r["baseline_seconds"]
     delta = r["ndcg10"] - r["baseline_ndcg10"]
+    # The issue's targets: 3x where the CPU computes bf16 natively (AVX-512 BF16 / AMX,
+    # which also have VNNI), 2.5x on AVX2-only CPUs.
+    target = 3.0 if r.get("native_bf16") else 2.5
     rows = [
         make_row(
             "embed_full",
@@ -287,13 +305,15 @@ def embed_full_rows(r: Result, size: int) -> list[Row]:
             ours / base,
             r["peak_rss_mb"],
             size,
-            f"encode_texts (embed()'s encoder, {r.get('precision', 'fp32')}) vs "
-            f"SentenceTransformer.encode(batch_size=64), same texts and base model, "
+            f"embed()'s encoder under the production policy ({r.get('precision', 'fp32')}, "
+            f"{r.get('backend', 'torch')}{_fallback(r)}) vs "
+            f"SentenceTransformer.encode(batch_size=64) fp32, same texts and base model, "
             f"interleaved in {r['rounds']} slices; golden-set nDCG@10 delta {delta:+.4f}; "
+            f"{_export_note(r, base)}"
             f"fp32 matmul ceiling {r.get('gemm_gflops')} GFLOP/s, encode() reaches "
             f"{r.get('baseline_gflops')}, ours {r.get('ours_gflops')}; ratio = speed-up",
-            target=">= 2, dnDCG >= -0.01",
-            meets_target=ours / base >= 2 and delta >= -0.01,
+            target=f">= {target}, dnDCG >= -0.01",
+            meets_target=ours / base >= target and delta >= -0.01,
             ndcg10_delta=round(delta, 5),
             **_extra(r, "candidates", "peak_rss_mb"),
         )

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data import export_store
+from benchmarks.data import export_store, production_precision
 
 Result = dict[str, Any]
 K = 10
@@ -70,6 +70,7 @@ def _indexes(work: Path, export: Path, size: int, seed: int, model_dir: Path) ->
                 output_dir=output,
                 previous_index_dir=previous,
                 device="cpu",
+                precision=production_precision(),
             )
         )
     return first, second

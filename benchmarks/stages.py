@@ -35,6 +35,7 @@ from benchmarks.data import (
     export_store,
     generate_store,
     product_only_source,
+    production_precision,
     warm_page_cache,
 )
 from benchmarks.serve_stage import serve_stage
@@ -42,7 +43,7 @@ from benchmarks.serve_stage import serve_stage
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from shelfguard_train.model import Runtime
+    from shelfguard_train.text_encoder import TextEncoder
 
 Result = dict[str, Any]
 BENCH_DAG = "benchmark"
@@ -380,12 +381,12 @@ class _Encoder:
         return np.concatenate(self.parts)
 
 
-def _encoders(model: SentenceTransformer, ours: Runtime, candidates: bool) -> list[_Encoder]:
-    """encode(batch_size=64), embed()'s encoder at ``ours``, and other candidates."""
+def _encoders(model: SentenceTransformer, ours: TextEncoder, candidates: bool) -> list[_Encoder]:
+    """encode(batch_size=64), embed()'s encoder ``ours``, and other candidates."""
     import torch
 
     from shelfguard_train.embed import encode_texts
-    from shelfguard_train.model import Runtime
+    from shelfguard_train.model import Runtime, inference_runtime
 
     fp32 = Runtime(device="cpu")
     encoders = [
@@ -395,11 +396,16 @@ def _encoders(model: SentenceTransformer, ours: Runtime, candidates: bool) -> li
                 texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
             ),
         ),
-        _Encoder("ours", lambda texts: encode_texts(model, texts, 64, ours)),
+        _Encoder("ours", lambda texts: ours.encode(texts, 64)),
     ]
     if not candidates:
         return encoders
-    if ours.precision == "bf16":
+    auto = inference_runtime("cpu", "auto")
+    if ours.precision == "int8":
+        encoders.append(
+            _Encoder(f"torch_{auto.precision}", lambda texts: encode_texts(model, texts, 64, auto))
+        )
+    if ours.precision != "fp32":
         encoders.append(_Encoder("fp32", lambda texts: encode_texts(model, texts, 64, fp32)))
     quantized = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
         copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
@@ -456,14 +462,28 @@ def embed_full_stage(work: Path, size: int, seed: int, candidates: bool) -> Resu
     _quiet()
     from shelfguard_train.embed import read_catalog
     from shelfguard_train.model import cpu_has_native_bf16, inference_runtime, load_model
+    from shelfguard_train.text_encoder import open_encoder, resolve_precision
 
     export, _ = export_store(work, size, seed)
-    # What embed() runs with under the default policy (index.precision: auto).
-    ours = inference_runtime("cpu", "auto")
     model = load_model(_base_model_dir(), inference_runtime("cpu", "fp32"))
     catalog = read_catalog(export / "products.parquet")
     texts = [p.text for p in catalog]
     product_ids = [p.product_id for p in catalog]
+    # What embed() runs under the production policy's index.precision, export included.
+    precision, fallback = resolve_precision(production_precision(), "cpu")
+    encoder_dir = work / "int8-encoders" / f"products-{size}-seed-{seed}"
+    shutil.rmtree(encoder_dir, ignore_errors=True)
+    ours, export_seconds = _timed(
+        lambda: open_encoder(
+            _base_model_dir(),
+            precision,
+            device="cpu",
+            encoder_dir=encoder_dir,
+            calibration_texts=texts,
+            model=model,
+            fallback=fallback,
+        )
+    )
     encoders = _encoders(model, ours, candidates)
     for encoder in encoders:  # warm-up: thread pools, weight packing, first-call costs
         encoder.encode(texts[:64])
@@ -501,6 +521,9 @@ def embed_full_stage(work: Path, size: int, seed: int, candidates: bool) -> Resu
         "products": len(texts),
         "rounds": ROUNDS,
         "precision": ours.precision,
+        "backend": ours.backend,
+        "fallback": fallback,
+        "export_seconds": export_seconds,
         "native_bf16": cpu_has_native_bf16(),
         "seconds": measured["ours"]["seconds"],
         "baseline_seconds": measured["baseline"]["seconds"],
@@ -568,6 +591,7 @@ def embed_incremental_stage(work: Path, size: int, seed: int, share: float) -> R
                 previous_index_dir=previous,
                 golden_path=export / "golden.parquet",
                 device="cpu",
+                precision=production_precision(),
             )
         )
 
