@@ -91,10 +91,18 @@ class RowScope:
             raise ValueError(f"not a schema-qualified table name: {table!r}")
         if self.column is None:
             return table
+        return f"({self.rows_query(table)})"
+
+    def rows_query(self, table: str) -> str:
+        """A query selecting the rows of ``table`` under test."""
+        if not _TABLE.match(table):
+            raise ValueError(f"not a schema-qualified table name: {table!r}")
         value = self.partitions.get(table)
+        if self.column is None:
+            return f"select * from {table}"
         if value is None:
-            return f"(select * from {table} where false)"
-        return f"(select * from {table} where {self.column} = {_sql_string(value)})"
+            return f"select * from {table} where false"
+        return f"select * from {table} where {self.column} = {_sql_string(value)}"
 
 
 @dataclass(frozen=True)
