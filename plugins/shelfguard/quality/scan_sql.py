@@ -34,6 +34,8 @@ SCANNABLE: dict[str, frozenset[str]] = {
     ),
 }
 # GX's defaults for rows left out of multi-column checks.
+#: What the checks read: GX's batch, or the same rows as SQL text (for the samples).
+Relation = sa.FromClause | sa.TextClause
 _PAIR_IGNORE = "both_values_are_missing"
 _COMPOUND_IGNORE = "all_values_are_missing"
 
@@ -81,7 +83,8 @@ class _Parts:
             )
             return
         if kind == "expect_column_pair_values_a_to_be_greater_than_b":
-            a, b = sa.column(kwargs["column_A"]), sa.column(kwargs["column_B"])
+            a: sa.ColumnClause[Any] = sa.column(kwargs["column_A"])
+            b: sa.ColumnClause[Any] = sa.column(kwargs["column_B"])
             self.applies = _ignore_rows(
                 [kwargs["column_A"], kwargs["column_B"]], kwargs.get("ignore_row_if", _PAIR_IGNORE)
             )
@@ -92,7 +95,7 @@ class _Parts:
             )
             self.unexpected = sa.not_(expected)
             return
-        column = sa.column(kwargs["column"])
+        column: sa.ColumnClause[Any] = sa.column(kwargs["column"])
         self.missing = column.is_(None)
         if kind == "expect_column_values_to_not_be_null":
             self.unexpected = column.is_(None)
@@ -141,7 +144,7 @@ def _between(column: sa.ColumnClause[Any], kwargs: Mapping[str, Any]) -> sa.Colu
     return sa.and_(*bounds)
 
 
-def _with_windows(base: sa.FromClause, parts: Sequence[_Parts]) -> sa.FromClause:
+def _with_windows(base: Relation, parts: Sequence[_Parts]) -> Relation:
     """``base``, plus a row count per value for each uniqueness check (one pass, no join)."""
     windows = {name: cols for part in parts for name, cols in part.windows.items()}
     if not windows:
@@ -159,7 +162,7 @@ def _count(condition: sa.ColumnElement[bool] | None) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
 
-def scan_select(base: sa.FromClause, checks: Sequence[Mapping[str, Any]]) -> sa.Select[Any]:
+def scan_select(base: Relation, checks: Sequence[Mapping[str, Any]]) -> sa.Select[Any]:
     """One statement computing every check of ``checks`` over the rows of ``base``.
 
     Its one row holds ``row_count`` and, for check number ``n``, ``unexpected_n`` (the
@@ -178,7 +181,7 @@ def scan_select(base: sa.FromClause, checks: Sequence[Mapping[str, Any]]) -> sa.
 
 
 def unexpected_rows(
-    base: sa.FromClause, check: Mapping[str, Any], columns: Sequence[str]
+    base: Relation, check: Mapping[str, Any], columns: Sequence[str]
 ) -> sa.Select[Any]:
     """The offending rows of ``check`` in ``base``: ``columns`` and the check's own columns."""
     part = _Parts(check, 0)
@@ -187,9 +190,9 @@ def unexpected_rows(
     own += list(kwargs.get("column_list", [])) + [
         kwargs[k] for k in ("column_A", "column_B") if k in kwargs
     ]
-    shown = list(dict.fromkeys([*columns, *own]))
+    shown: list[sa.ColumnClause[Any]] = [sa.column(c) for c in dict.fromkeys([*columns, *own])]
     return (
-        sa.select(*(sa.column(c) for c in shown))
+        sa.select(*shown)
         .select_from(_with_windows(base, [part]))
         .where(part.offending)
         .order_by(*(sa.column(c) for c in columns))
@@ -208,7 +211,7 @@ def _counts(row: Mapping[str, Any], number: int) -> dict[str, int]:
 
 def compute(
     run: Callable[[sa.Select[Any]], Mapping[str, Any]],
-    base: sa.FromClause,
+    base: Relation,
     checks: Sequence[Mapping[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     """Every check's counts by key, from one statement (``run`` returns its one row).

@@ -26,14 +26,29 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from great_expectations.core.metric_domain_types import MetricDomainTypes
-from great_expectations.execution_engine import SqlAlchemyExecutionEngine
-from great_expectations.expectations.core import (
+from great_expectations.execution_engine.execution_engine import ExecutionEngine
+from great_expectations.execution_engine.sqlalchemy_execution_engine import (
+    SqlAlchemyExecutionEngine,
+)
+from great_expectations.expectations.core.expect_column_pair_values_a_to_be_greater_than_b import (
     ExpectColumnPairValuesAToBeGreaterThanB,
+)
+from great_expectations.expectations.core.expect_column_values_to_be_between import (
     ExpectColumnValuesToBeBetween,
+)
+from great_expectations.expectations.core.expect_column_values_to_be_in_set import (
     ExpectColumnValuesToBeInSet,
+)
+from great_expectations.expectations.core.expect_column_values_to_be_unique import (
     ExpectColumnValuesToBeUnique,
+)
+from great_expectations.expectations.core.expect_column_values_to_not_be_null import (
     ExpectColumnValuesToNotBeNull,
+)
+from great_expectations.expectations.core.expect_compound_columns_to_be_unique import (
     ExpectCompoundColumnsToBeUnique,
+)
+from great_expectations.expectations.core.unexpected_rows_expectation import (
     UnexpectedRowsExpectation,
 )
 from great_expectations.expectations.expectation import Expectation
@@ -42,6 +57,7 @@ from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 from great_expectations.expectations.registry import get_metric_kwargs
 from great_expectations.validator.metric_configuration import MetricConfiguration
+from great_expectations.validator.validator import ValidationDependencies
 
 from shelfguard.quality.scan_sql import SCAN_METRIC, compute
 
@@ -75,14 +91,18 @@ class TableScan(TableMetricProvider):
 class _ReadsTableScan:
     """Mixed into a stock expectation: its counts come from the suite's table scan."""
 
-    map_metric: ClassVar[str | None]
+    # Declared for the type checker; the stock expectation and the subclass set them.
+    map_metric: ClassVar[Any]
     scan_key: str
     scan_checks: list[dict[str, Any]]
     configuration: Any
 
     def get_validation_dependencies(
-        self, execution_engine: Any = None, runtime_configuration: dict[str, Any] | None = None
-    ) -> Any:
+        self,
+        execution_engine: ExecutionEngine[Any] | None = None,
+        runtime_configuration: dict[str, Any] | None = None,
+        **kwargs: dict[str, Any],
+    ) -> ValidationDependencies:
         # Only the result format from the base class: none of the stock metrics.
         dependencies = Expectation.get_validation_dependencies(
             self,  # type: ignore[arg-type]
@@ -201,8 +221,10 @@ class UnexpectedRowsExpectationCountOnly(UnexpectedRowsExpectation):
     """
 
     def get_validation_dependencies(
-        self, execution_engine: Any = None, runtime_configuration: dict[str, Any] | None = None
-    ) -> Any:
+        self,
+        execution_engine: ExecutionEngine[Any] | None = None,
+        runtime_configuration: dict[str, Any] | None = None,
+    ) -> ValidationDependencies:
         dependencies = super().get_validation_dependencies(
             execution_engine=execution_engine, runtime_configuration=runtime_configuration
         )
