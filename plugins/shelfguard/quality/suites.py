@@ -77,10 +77,6 @@ class RowScope:
         if self.column is not None and not _IDENTIFIER.match(self.column):
             raise ValueError(f"not a plain column name: {self.column!r}")
 
-    def partition(self, table: str) -> str | None:
-        """The partition value selecting ``table``'s rows, or None for the whole table."""
-        return None if self.column is None else self.partitions.get(table)
-
     def includes(self, table: str) -> bool:
         """Whether any rows of ``table`` are under test."""
         return self.column is None or table in self.partitions
