@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import resource
 import shutil
 import sqlite3
@@ -21,9 +22,10 @@ import subprocess
 import sys
 import time
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -255,6 +257,26 @@ def _disagreements(checks: Sequence[dict[str, Any]], counts: dict[str, int]) -> 
     return wrong
 
 
+_RAW_TABLE = re.compile(r"\braw\.([a-z_]+)\b")
+
+
+@contextmanager
+def _table_reads() -> Iterator[Counter[str]]:
+    """Counts, per raw table, the statements sent through SQLAlchemy that read it."""
+    import sqlalchemy as sa
+
+    reads: Counter[str] = Counter()
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        reads.update(set(_RAW_TABLE.findall(statement)))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        yield reads
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+
+
 def raw_gate_stage(work: Path, size: int) -> Result:
     """The raw-data gate on the batch the ingest stage loaded (cold run, then warm run)."""
     from shelfguard.config import load_settings
@@ -272,9 +294,10 @@ def raw_gate_stage(work: Path, size: int) -> Result:
             ledger.start_run(
                 run_id, BENCH_DAG, lineage={"batch_id": manifest["batch_id"], "inputs": inputs}
             )
-            started = time.perf_counter()
-            outcome = run_gate("raw_data", run_id, settings=settings, ledger=ledger)
-            seconds[attempt] = time.perf_counter() - started
+            with _table_reads() as reads:
+                started = time.perf_counter()
+                outcome = run_gate("raw_data", run_id, settings=settings, ledger=ledger)
+                seconds[attempt] = time.perf_counter() - started
     finally:
         ledger.dispose()
     rss = peak_rss_mb()
@@ -291,6 +314,8 @@ def raw_gate_stage(work: Path, size: int) -> Result:
         "sql_cold_seconds": sql_seconds["cold"],
         "status": outcome.status,
         "checks": len(outcome.checks),
+        # Statements of the warm gate that read each raw table (GX's and the gate's).
+        "table_statements": dict(sorted(reads.items())),
         "disagreements": _disagreements(outcome.checks, counts),
         "peak_rss_mb": rss,
         "peak_rss_mb_with_baseline": peak_rss_mb(),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shelfguard.quality.scan_sql import scan_check, scannable, unexpected_rows
 from shelfguard.quality.suites import ExpectationSpec, Severity, SuiteSpec
 from shelfguard.quality.warehouse import _count_rows, _jsonable, fetch_rows
 
@@ -125,6 +126,14 @@ def _result_check(
         base, rows = (total - int(missing), "non-null rows") if missing else (total, "rows")
         share = count / base if base else 0.0
         observed = f"{count} of {base} {rows} ({share:.2%})"
+        message = "" if passed else f"{observed} failed; allowed: {expected}"
+        samples = details.get("partial_unexpected_index_list")
+        if samples is None and not passed and scannable(spec.type, spec.kwargs):
+            # Counted in the table scan, which fetches no rows: those of a failed check only.
+            try:
+                samples = _scan_samples(suite, spec, engine, batch_sql)
+            except sa.exc.DBAPIError as exc:
+                message += f"; samples unavailable: {str(exc.orig)[:_MESSAGE_LIMIT]}"
         return check(
             name,
             passed=passed,
@@ -132,9 +141,9 @@ def _result_check(
             comment=spec.comment,
             observed=observed,
             expected=expected,
-            message="" if passed else f"{observed} failed; allowed: {expected}",
+            message=message,
             unexpected_count=count,
-            sample_rows=details.get("partial_unexpected_index_list") or [],
+            sample_rows=samples or [],
         )
     observed_value = details.get("observed_value")
     return check(
@@ -146,6 +155,17 @@ def _result_check(
         expected=expected,
         message="" if passed else f"observed {observed_value}; expected {expected}",
     )
+
+
+def _scan_samples(
+    suite: SuiteSpec, spec: ExpectationSpec, engine: sa.Engine, batch_sql: str
+) -> list[dict[str, Any]]:
+    """The first offending rows of a check the table scan counted: key columns and values."""
+    query = unexpected_rows(
+        sa.text(batch_sql), scan_check(spec.id, spec.type, spec.kwargs), suite.sample_columns
+    )
+    sql = query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    return fetch_rows(engine, str(sql), limit=SAMPLE_LIMIT)
 
 
 def _unexpected_rows_check(

@@ -2,8 +2,10 @@
 
 Validation runs in the warehouse: GX's SQL execution engine computes every metric
 in SQL, offending rows are fetched with a LIMIT, and the DuckDB file is opened
-read-only. Results are stored in a file-backed GX context under
-``$SHELFGUARD_HOME/gx``, which also renders the Data Docs.
+read-only. A suite's row checks of the common kinds are counted together, in one scan
+of the table (:mod:`shelfguard.quality.single_scan`); the others, and the SQL checks
+(``unexpected_rows_expectation``), run as GX runs them. Results are stored in a
+file-backed GX context under ``$SHELFGUARD_HOME/gx``, which also renders the Data Docs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from shelfguard.quality.data_docs import (
     docs_index,
     template_cache_dir,
 )
+from shelfguard.quality.scan_sql import scan_check, scannable
 from shelfguard.quality.suites import RowScope, SuiteError, SuiteSpec
 from shelfguard.quality.warehouse import (
     _backend,
@@ -60,15 +63,26 @@ def _gx() -> Any:
     return great_expectations
 
 
-def build_suite(spec: SuiteSpec) -> ExpectationSuite:
-    """The GX suite for ``spec``; raises :class:`SuiteError` on an unknown type or bad kwargs."""
+def build_suite(spec: SuiteSpec, *, single_scan: bool = True) -> ExpectationSuite:
+    """The GX suite for ``spec``; raises :class:`SuiteError` on an unknown type or bad kwargs.
+
+    With ``single_scan``, every entry :func:`~shelfguard.quality.scan_sql.scannable`
+    becomes the stock expectation's table-scan counterpart, sharing one scan of the
+    table with the suite's other such entries, and a SQL check
+    (``unexpected_rows_expectation``) only counts its query's rows; without it, each
+    entry is the stock expectation GX computes with its own queries.
+    """
     _gx()
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.exceptions.exceptions import ExpectationNotFoundError
     from great_expectations.expectations.metadata_types import FailureSeverity
     from great_expectations.expectations.registry import get_expectation_impl
 
+    from shelfguard.quality.single_scan import COUNTED, SCANNED
+
     severities = {"error": FailureSeverity.CRITICAL, "warn": FailureSeverity.WARNING}
+    scanned = _scanned_checks(spec) if single_scan else {}
+    checks = list(scanned.values())
     expectations = []
     seen: dict[str, str] = {}
     for number, entry in enumerate(spec.expectations, start=1):
@@ -77,9 +91,15 @@ def build_suite(spec: SuiteSpec) -> ExpectationSuite:
             impl = get_expectation_impl(entry.type)
         except ExpectationNotFoundError as exc:
             raise SuiteError(f"{where}: unknown GX expectation type {entry.type!r}") from exc
+        scan: dict[str, Any] = {}
+        if entry.id in scanned:
+            impl, scan = SCANNED[entry.type], {"scan_key": entry.id, "scan_checks": checks}
+        elif single_scan and entry.type in COUNTED:
+            impl = COUNTED[entry.type]
         try:
             expectation = impl(
                 **entry.kwargs,
+                **scan,
                 meta={"shelfguard_id": entry.id, "severity": entry.severity},
                 notes=entry.comment,
                 severity=severities[entry.severity],
@@ -96,6 +116,15 @@ def build_suite(spec: SuiteSpec) -> ExpectationSuite:
         expectations.append(expectation)
     # Passed to the constructor, not add_expectation(): that one needs an active context.
     return ExpectationSuite(name=spec.name, expectations=expectations)
+
+
+def _scanned_checks(spec: SuiteSpec) -> dict[str, dict[str, Any]]:
+    """The entries of ``spec`` counted in its table scan, as the scan metric takes them."""
+    return {
+        entry.id: scan_check(entry.id, entry.type, entry.kwargs)
+        for entry in spec.expectations
+        if scannable(entry.type, entry.kwargs)
+    }
 
 
 @dataclass(frozen=True)
@@ -189,30 +218,40 @@ def _datasource(context: AbstractDataContext, url: str) -> SQLDatasource:
 
 
 def _batch_definition(datasource: SQLDatasource, suite: SuiteSpec, scope: RowScope) -> Any:
-    from great_expectations.core.partitioners import PartitionerColumnValue
+    """The batch of ``suite``'s rows under test: the whole table, or a query for its rows.
 
-    name = "whole_table" if scope.column is None else f"by_{scope.column}"
-    try:
+    Not a partition of the table: GX lists a partitioned table's batches (a distinct
+    over the whole table, every batch ever loaded) before it can pick one.
+    """
+    query = None if scope.column is None else scope.rows_query(suite.table)
+    with suppress(LookupError, KeyError):
         asset: Any = datasource.get_asset(suite.name)
-        if (asset.table_name, asset.schema_name) == (suite.table_name, suite.schema_name):
-            return asset.get_batch_definition(name)
-    except (LookupError, KeyError):
-        pass
-    # The suite file is the source of truth: an asset that no longer matches it is rebuilt.
+        if query is None and asset.type == "table":
+            if (asset.table_name, asset.schema_name) == (suite.table_name, suite.schema_name):
+                return asset.get_batch_definition("whole_table")
+        elif query is not None and asset.type == "query" and asset.query == query:
+            return asset.get_batch_definition("batch")
+    # The suite file and the scope are the source of truth: an asset that no longer
+    # matches them is rebuilt.
     with suppress(LookupError):
         datasource.delete_asset(suite.name)
-    asset = datasource.add_table_asset(
-        suite.name, table_name=suite.table_name, schema_name=suite.schema_name
-    )
-    if scope.column is None:
-        return asset.add_batch_definition_whole_table(name)
-    # A partition of the table, not a query asset: GX reads the columns from the catalog
-    # instead of running the query once, unbounded, to learn them.
-    return asset.add_batch_definition(
-        name,
-        partitioner=PartitionerColumnValue(column_name=scope.column),
-        validate_partitioner=False,
-    )
+    if query is None:
+        asset = datasource.add_table_asset(
+            suite.name, table_name=suite.table_name, schema_name=suite.schema_name
+        )
+        return asset.add_batch_definition_whole_table("whole_table")
+    asset = datasource.add_query_asset(suite.name, query=query)
+    return asset.add_batch_definition_whole_table("batch")
+
+
+def _scanned_rows(result: ExpectationSuiteValidationResult) -> int | None:
+    """The rows the table scan counted, or None if no check read it successfully."""
+    for item in result.results:
+        config = item.expectation_config
+        counted = (item.result or {}).get("element_count")
+        if config is not None and "scan_key" in config.kwargs and counted is not None:
+            return int(counted)
+    return None
 
 
 def _not_run(suite: SuiteSpec, reason: str, *, failed: bool) -> SuiteRun:
@@ -236,6 +275,7 @@ def run_suites(
     gx_root: Path,
     run_name: str,
     scope: RowScope | None = None,
+    single_scan: bool = True,
 ) -> QualityReport:
     """Validate each suite on its table's rows under ``scope``, store and render the results.
 
@@ -243,6 +283,10 @@ def run_suites(
     A table absent from the scope is skipped (its file was not in the batch); a table
     that does not exist, or has no rows under test, fails its suite's ``<suite>.table``
     check. Returns the checks and the Data Docs index showing this run.
+
+    ``single_scan`` counts each suite's row checks in one scan of its table (see
+    :func:`build_suite`); ``False`` leaves every expectation to GX's own queries, one
+    or more per expectation, with the same verdicts and counts.
     """
     scope = scope or RowScope()
     _gx()
@@ -258,7 +302,9 @@ def run_suites(
         datasource = _datasource(context, warehouse_url)
         try:
             for suite in suites:
-                run, documents = _run_one(context, datasource, engine, suite, scope, run_id)
+                run, documents = _run_one(
+                    context, datasource, engine, suite, scope, run_id, single_scan=single_scan
+                )
                 runs.append(run)
                 identifiers.extend(documents)
         finally:
@@ -278,6 +324,8 @@ def _run_one(
     suite: SuiteSpec,
     scope: RowScope,
     run_id: Any,
+    *,
+    single_scan: bool,
 ) -> tuple[SuiteRun, list[Any]]:
     from great_expectations.core.validation_definition import ValidationDefinition
     from great_expectations.data_context.types.resource_identifiers import (
@@ -292,18 +340,18 @@ def _run_one(
         return _not_run(suite, f"{suite.table} does not exist", failed=True), []
     # The same relation GX puts in place of {batch}, for the sample queries run here.
     batch_sql = f"{scope.rows_sql(suite.table)} AS subselect"
-    rows = _count_rows(engine, f"select * from {batch_sql}")
-    if rows == 0:
-        return _not_run(suite, f"{suite.table} has no rows under test", failed=True), []
-
-    gx_suite = context.suites.add_or_update(build_suite(suite))
+    gx_suite = context.suites.add_or_update(build_suite(suite, single_scan=single_scan))
+    # The table scan counts the rows under test; without one, they are counted first.
+    rows: int | None = None
+    if not (single_scan and _scanned_checks(suite)):
+        rows = _count_rows(engine, f"select * from {batch_sql}")
+        if rows == 0:
+            return _not_run(suite, f"{suite.table} has no rows under test", failed=True), []
     batch_definition = _batch_definition(datasource, suite, scope)
     validation = context.validation_definitions.add_or_update(
         ValidationDefinition(name=suite.name, data=batch_definition, suite=gx_suite)
     )
-    partition = scope.partition(suite.table)
     result: ExpectationSuiteValidationResult = validation.run(
-        batch_parameters=None if partition is None else {str(scope.column): partition},
         result_format={
             "result_format": "SUMMARY",
             "partial_unexpected_count": SAMPLE_LIMIT,
@@ -312,6 +360,12 @@ def _run_one(
         },
         run_id=run_id,
     )
+    if rows is None:
+        rows = _scanned_rows(result)
+        if rows is None:  # the scan failed: its checks say why
+            rows = _count_rows(engine, f"select * from {batch_sql}")
+        if rows == 0:
+            return _not_run(suite, f"{suite.table} has no rows under test", failed=True), []
     by_id = {
         str((r.expectation_config.meta or {}).get("shelfguard_id")): r
         for r in result.results

@@ -77,10 +77,6 @@ class RowScope:
         if self.column is not None and not _IDENTIFIER.match(self.column):
             raise ValueError(f"not a plain column name: {self.column!r}")
 
-    def partition(self, table: str) -> str | None:
-        """The partition value selecting ``table``'s rows, or None for the whole table."""
-        return None if self.column is None else self.partitions.get(table)
-
     def includes(self, table: str) -> bool:
         """Whether any rows of ``table`` are under test."""
         return self.column is None or table in self.partitions
@@ -91,10 +87,18 @@ class RowScope:
             raise ValueError(f"not a schema-qualified table name: {table!r}")
         if self.column is None:
             return table
+        return f"({self.rows_query(table)})"
+
+    def rows_query(self, table: str) -> str:
+        """A query selecting the rows of ``table`` under test."""
+        if not _TABLE.match(table):
+            raise ValueError(f"not a schema-qualified table name: {table!r}")
         value = self.partitions.get(table)
+        if self.column is None:
+            return f"select * from {table}"
         if value is None:
-            return f"(select * from {table} where false)"
-        return f"(select * from {table} where {self.column} = {_sql_string(value)})"
+            return f"select * from {table} where false"
+        return f"select * from {table} where {self.column} = {_sql_string(value)}"
 
 
 @dataclass(frozen=True)
