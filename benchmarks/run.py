@@ -435,29 +435,35 @@ def console_runs_row(r: Result) -> Row:
 
 
 def serve_row(r: Result) -> Row:
-    latency = r["p50_ms"] / r["floor_p50_ms"]
-    throughput = r["requests_per_second"] / r["floor_requests_per_second"]
+    # Compared at the clients' concurrency; results written before it existed have only
+    # the one-caller floor.
+    floor_p50 = r.get("floor_concurrent_p50_ms", r["floor_p50_ms"])
+    floor_rate = r.get("floor_concurrent_requests_per_second", r["floor_requests_per_second"])
+    latency = r["p50_ms"] / floor_p50
+    throughput = r["requests_per_second"] / floor_rate
     clean = r["failed"] == 0 and r["mixed"] == 0
     return make_row(
         "serve",
         r["p50_ms"],
         "ms",
-        r["floor_p50_ms"],
+        floor_p50,
         latency,
         r["peak_rss_mb"],
         r["products"],
         f"shelfguard serve at k=10, {r['clients']} concurrent clients, {r['requests']} searches: "
         f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_second']:.1f} "
-        f"req/s; floor (encode + ANN search in a loop, in-process): p50 "
-        f"{r['floor_p50_ms']:.1f} ms, {r['floor_requests_per_second']:.1f} req/s; throughput "
-        f"{throughput:.2f}x the floor. While the alias moved {r['moves']} times: "
+        f"req/s; floor (encode + ANN search in a loop, in-process) with {r['clients']} "
+        f"callers at once: p50 {floor_p50:.1f} ms, {floor_rate:.1f} req/s; with one caller: "
+        f"p50 {r['floor_p50_ms']:.1f} ms, {r['floor_requests_per_second']:.1f} req/s "
+        f"(service p50 {r['p50_ms'] / r['floor_p50_ms']:.2f}x that); throughput "
+        f"{throughput:.2f}x the concurrent floor. While the alias moved {r['moves']} times: "
         f"{r['moving_requests']} searches, p99 {r['moving_p99_ms']:.1f} ms, {r['failed']} "
         f"failed, {r['mixed']} mixed; swap (move to verified and serving) median "
         f"{r['swap_seconds_median']:.2f} s; peak RSS is the service's",
-        target="p50 <= 1.5x floor, throughput >= 0.6x floor, 0 failed or mixed",
+        target="p50 <= 1.5x floor, throughput >= 0.6x floor (same concurrency), 0 failed or mixed",
         meets_target=latency <= 1.5 and throughput >= 0.6 and clean,
         throughput_ratio=round(throughput, 3),
-        **_extra(r, "p50_ms", "floor_p50_ms", "products", "peak_rss_mb"),
+        **_extra(r, "p50_ms", "products", "peak_rss_mb"),
     )
 
 
