@@ -2,7 +2,10 @@
 
 ``embed(config)`` is the one entry point (the CLI, the pod, the local backend and the
 tests call it). It encodes every active product's ``text_to_embed`` with the model at
-``config.model_dir`` (L2-normalised float32), or in incremental mode only the products
+``config.model_dir`` (L2-normalised float32) at ``config.precision`` (for int8, with
+the model's OpenVINO export, made here from the catalog's texts or, in incremental
+mode, the previous index's: ``shelfguard_train.text_encoder``), or in incremental
+mode only the products
 that are new or whose ``content_hash`` changed since ``config.previous_index_dir``, and
 writes an index folder (its files and manifest: ``shelfguard_train.index_format``);
 the ANN graph is built from scratch or, in incremental mode, the previous one is
@@ -256,69 +259,74 @@ def embed(config: EmbedConfig) -> EmbedResult:
     partial = config.output_dir.with_name(config.output_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    if previous is not None and precision == INT8:
-        # The vectors kept were encoded by the previous index's encoder: the new ones must be too.
-        shutil.copytree(previous.index_dir / ENCODER_DIR, partial / ENCODER_DIR)
-    encoder = open_encoder(
-        config.model_dir,
-        precision,
-        device=config.device,
-        source_sha256=model_sha,
-        encoder_dir=partial / ENCODER_DIR,
-        calibration_texts=[p.text for p in products],
-        model=model,
-        fallback=fallback,
-    )
-    runtime = encoder.runtime
-    vectors = np.empty((len(products), dim), dtype=np.float32)
-    to_encode, reused, dropped = _reuse(products, previous, vectors)
-    mode = "incremental" if previous else "full"
-    log.info(
-        "embedding %d products with %s (%s, device %s, %s): %d to encode, %d reused, %d dropped",
-        len(products),
-        config.model_dir,
-        mode,
-        runtime.device,
-        encoder.precision,
-        len(to_encode),
-        reused,
-        len(dropped),
-    )
-    encode_started = time.perf_counter()
-    if to_encode:
-        vectors[to_encode] = encoder.encode(
-            [products[i].text for i in to_encode], config.batch_size
+    try:
+        if previous is not None and precision == INT8:
+            # The vectors kept were encoded by the previous index's encoder: the new ones must be too.
+            shutil.copytree(previous.index_dir / ENCODER_DIR, partial / ENCODER_DIR)
+        encoder = open_encoder(
+            config.model_dir,
+            precision,
+            device=config.device,
+            source_sha256=model_sha,
+            encoder_dir=partial / ENCODER_DIR,
+            calibration_texts=[p.text for p in products],
+            model=model,
+            fallback=fallback,
         )
-    encode_seconds = time.perf_counter() - encode_started
-    counts = {
-        "products": len(products),
-        "encoded": len(to_encode),
-        "reused": reused,
-        "dropped": len(dropped),
-    }
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "model_sha256": model_sha,
-        "dim": dim,
-        "count": len(products),
-        "metric": METRIC,
-        "dtype": "float32",
-        "normalized": True,
-        "max_seq_length": model.max_seq_length,
-        "precision": encoder.precision,
-        "mode": mode,
-        "counts": counts,
-        "previous_index_sha256": previous.sha256 if previous else None,
-        "products_sha256": file_sha256(config.products_path),
-        "versions": _versions(),
-    }
-    if encoder.int8 is not None or encoder.fallback is not None:
-        # Only then: a torch index's manifest (and sha256) stays what it has always been.
-        manifest["encoder"] = encoder.describe()
-    plan = plan_ann(products, to_encode, dropped, previous)
-    _write_index(partial, products, vectors, manifest, plan)
-    sha = index_sha256(partial)
-    _publish(partial, config.output_dir, sha)
+        runtime = encoder.runtime
+        vectors = np.empty((len(products), dim), dtype=np.float32)
+        to_encode, reused, dropped = _reuse(products, previous, vectors)
+        mode = "incremental" if previous else "full"
+        log.info(
+            "embedding %d products with %s (%s, device %s, %s): %d to encode, %d reused, %d dropped",
+            len(products),
+            config.model_dir,
+            mode,
+            runtime.device,
+            encoder.precision,
+            len(to_encode),
+            reused,
+            len(dropped),
+        )
+        encode_started = time.perf_counter()
+        if to_encode:
+            vectors[to_encode] = encoder.encode(
+                [products[i].text for i in to_encode], config.batch_size
+            )
+        encode_seconds = time.perf_counter() - encode_started
+        counts = {
+            "products": len(products),
+            "encoded": len(to_encode),
+            "reused": reused,
+            "dropped": len(dropped),
+        }
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "model_sha256": model_sha,
+            "dim": dim,
+            "count": len(products),
+            "metric": METRIC,
+            "dtype": "float32",
+            "normalized": True,
+            "max_seq_length": model.max_seq_length,
+            "precision": encoder.precision,
+            "mode": mode,
+            "counts": counts,
+            "previous_index_sha256": previous.sha256 if previous else None,
+            "products_sha256": file_sha256(config.products_path),
+            "versions": _versions(),
+        }
+        if encoder.int8 is not None or encoder.fallback is not None:
+            # Only then: a torch index's manifest (and sha256) stays what it has always been.
+            manifest["encoder"] = encoder.describe()
+        plan = plan_ann(products, to_encode, dropped, previous)
+        _write_index(partial, products, vectors, manifest, plan)
+        sha = index_sha256(partial)
+        _publish(partial, config.output_dir, sha)
+    except BaseException:
+        # Nothing half-built is left beside the index.
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     log.info("index %s written to %s", sha, config.output_dir)
     checks = check_index(
         config.output_dir,

@@ -14,6 +14,10 @@ hashes them):
   changed and dropped products and inserts the new vectors, until the removals since
   the last full build pass ``ANN_REBUILD_SHARE`` (``shelfguard_train.ann``) of the catalog, when it rebuilds.
 
+An int8 index also holds ``encoder/``, the OpenVINO export its vectors and queries are
+encoded with (``shelfguard_train.text_encoder``); the manifest's ``encoder`` records
+the sha256 of its files, so ``index_sha256`` binds it through the manifest.
+
 ``embed`` writes the folder (``shelfguard_train.embed``); this module names its files,
 reads them back and gives the folder its identity.
 """
