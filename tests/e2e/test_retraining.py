@@ -168,7 +168,10 @@ def test_first_model_is_blessed_and_promoted_with_its_index(
     assert gates == {"training_data": "pass", "evaluation": "pass", "index": "pass"}, gates
     checks = gate_checks(home, first["run_id"], "evaluation")
     assert checks["beats_base:ndcg@10"] == checks["beats_bm25:ndcg@10"] == "pass"
-    assert set(gate_checks(home, first["run_id"], "index").values()) == {"pass"}
+    index_checks = gate_checks(home, first["run_id"], "index")
+    assert set(index_checks.values()) == {"pass"}
+    # The policy encodes in int8: the index serves the encoder the evaluation judged.
+    assert {"index.encoder", "index.encoder_evaluated"} <= set(index_checks)
 
     _, status = shelfguard(home, "status", "--json")
     run = next(r for r in status["runs"] if r["run_id"] == first["run_id"])
@@ -185,6 +188,10 @@ def test_first_model_is_blessed_and_promoted_with_its_index(
     assert status["champion"]["model"]["sha256"] == lineage["model_sha256"]
     assert status["champion"]["index"]["sha256"] == lineage["index_sha256"]
     assert status["champion"]["run_id"] == first["run_id"]
+    served = Path(status["champion"]["index"]["uri"])
+    manifest = json.loads((served / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["precision"], manifest["encoder"]["backend"]) == ("int8", "openvino")
+    assert (served / "encoder" / "int8.json").is_file()
     (approval,) = report["approvals"]
     assert (approval["decision"], approval["via"]) == ("approved", "policy")
     html = Path(first["report"]).read_text(encoding="utf-8")

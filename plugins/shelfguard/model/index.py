@@ -60,14 +60,21 @@ def embed_result(settings: Settings, run_id: str) -> dict[str, Any]:
 
 
 def register_index(settings: Settings, ledger: Ledger, run_id: str) -> ArtifactRecord:
-    """Record the run's index folder as an ``index`` artifact bound to its model's sha256."""
+    """Record the run's index folder as an ``index`` artifact bound to its model's sha256,
+    with the encoder it serves: precision, backend and, for int8, the export's sha256 and
+    the model it was exported from."""
     from shelfguard.model import objects
 
     result = embed_result(settings, run_id)
+    encoder = (result.get("checks") or {}).get("encoder") or {}
     meta = {
         "model_sha256": result["model_sha256"],
         "dim": result.get("dim"),
         "counts": result.get("counts", {}),
+        "encoder": {
+            key: encoder.get(key)
+            for key in ("precision", "backend", "sha256", "manifest_sha256", "source_model_sha256")
+        },
     }
     artifact = objects.register(
         settings, ledger, run_id, "index", str(result["index_dir"]), result["index_sha256"], meta
