@@ -57,9 +57,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         stop_api_server(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(root_conftest: ModuleType) -> Iterator[Any]:
-    """A headless Chromium driven by Playwright; fails under CI=true when there is none."""
+    """A headless Chromium driven by Playwright; fails under CI=true when there is none.
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop running in
+    the main thread while it is open, and a later test of the same worker calling
+    ``asyncio.run`` would fail with "cannot be called from a running event loop".
+    """
     require_service = root_conftest.require_service
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         require_service(
