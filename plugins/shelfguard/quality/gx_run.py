@@ -11,6 +11,7 @@ file-backed GX context under ``$SHELFGUARD_HOME/gx``, which also renders the Dat
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from great_expectations.datasource.fluent.sql_datasource import SQLDatasource
 
 _DATASOURCE = "warehouse"
+_FINGERPRINT = "shelfguard_fingerprint"
 
 
 def _gx() -> Any:
@@ -114,8 +116,57 @@ def build_suite(spec: SuiteSpec, *, single_scan: bool = True) -> ExpectationSuit
             raise SuiteError(f"{where}: repeats expectation {seen[same]!r} (same type and kwargs)")
         seen[same] = entry.id
         expectations.append(expectation)
+    # Every detail of the built suite, so an unchanged one is not written again (_stored_suite).
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [gx_version(), [e.configuration.to_json_dict() for e in expectations]],
+            sort_keys=True,
+            default=str,
+        ).encode("utf-8")
+    ).hexdigest()
     # Passed to the constructor, not add_expectation(): that one needs an active context.
-    return ExpectationSuite(name=spec.name, expectations=expectations)
+    return ExpectationSuite(
+        name=spec.name, expectations=expectations, meta={_FINGERPRINT: fingerprint}
+    )
+
+
+def gx_version() -> str:
+    """The installed Great Expectations version."""
+    return str(_gx().__version__)
+
+
+def _stored_suite(
+    context: AbstractDataContext, built: ExpectationSuite
+) -> tuple[ExpectationSuite, bool]:
+    """The context's suite named like ``built``, and whether it was written now: the
+    stored one when its fingerprint is ``built``'s, else ``built`` written. (GX's
+    ``add_or_update`` compares, rewrites and reads the suite back on every call, which
+    a warm gate paid every time.)"""
+    from great_expectations.exceptions.exceptions import DataContextError
+
+    with suppress(DataContextError):
+        stored = context.suites.get(built.name)
+        if (stored.meta or {}).get(_FINGERPRINT) == built.meta[_FINGERPRINT]:
+            return stored, False
+    return context.suites.add_or_update(built), True
+
+
+def _stored_validation(
+    context: AbstractDataContext, name: str, batch_definition: Any, suite: ExpectationSuite
+) -> Any:
+    """The context's validation definition of ``suite`` on ``batch_definition``: the
+    stored one when it already binds these two, else one written (GX's
+    ``add_or_update`` also rewrites the suite and the data asset every time)."""
+    from great_expectations.core.validation_definition import ValidationDefinition
+    from great_expectations.exceptions.exceptions import DataContextError
+
+    with suppress(DataContextError):
+        stored = context.validation_definitions.get(name)
+        if (stored.suite.id, stored.data.id) == (suite.id, batch_definition.id):
+            return stored
+    return context.validation_definitions.add_or_update(
+        ValidationDefinition(name=name, data=batch_definition, suite=suite)
+    )
 
 
 def _scanned_checks(spec: SuiteSpec) -> dict[str, dict[str, Any]]:
@@ -327,7 +378,6 @@ def _run_one(
     *,
     single_scan: bool,
 ) -> tuple[SuiteRun, list[Any]]:
-    from great_expectations.core.validation_definition import ValidationDefinition
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
@@ -340,7 +390,7 @@ def _run_one(
         return _not_run(suite, f"{suite.table} does not exist", failed=True), []
     # The same relation GX puts in place of {batch}, for the sample queries run here.
     batch_sql = f"{scope.rows_sql(suite.table)} AS subselect"
-    gx_suite = context.suites.add_or_update(build_suite(suite, single_scan=single_scan))
+    gx_suite, suite_written = _stored_suite(context, build_suite(suite, single_scan=single_scan))
     # The table scan counts the rows under test; without one, they are counted first.
     rows: int | None = None
     if not (single_scan and _scanned_checks(suite)):
@@ -348,9 +398,7 @@ def _run_one(
         if rows == 0:
             return _not_run(suite, f"{suite.table} has no rows under test", failed=True), []
     batch_definition = _batch_definition(datasource, suite, scope)
-    validation = context.validation_definitions.add_or_update(
-        ValidationDefinition(name=suite.name, data=batch_definition, suite=gx_suite)
-    )
+    validation = _stored_validation(context, suite.name, batch_definition, gx_suite)
     result: ExpectationSuiteValidationResult = validation.run(
         result_format={
             "result_format": "SUMMARY",
@@ -375,12 +423,13 @@ def _run_one(
         _result_check(suite, spec, by_id[spec.id], engine, batch_sql) for spec in suite.expectations
     ]
     suite_identifier = ExpectationSuiteIdentifier(name=suite.name)
-    identifiers = [
-        suite_identifier,
+    # An unchanged suite's page is already rendered: only a new or changed one is.
+    identifiers: list[Any] = [suite_identifier] if suite_written else []
+    identifiers.append(
         ValidationResultIdentifier(
             expectation_suite_identifier=suite_identifier,
             run_id=run_id,
             batch_identifier=result.batch_id,
-        ),
-    ]
+        )
+    )
     return SuiteRun(suite=suite, checks=checks, rows=rows), identifiers
