@@ -397,8 +397,6 @@ def encode_int8(
     total = len(texts)
     if total == 0:
         return np.empty((0, encoder.dimension), dtype=np.float32)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
     lengths = _token_lengths(encoder, texts)
     order = np.argsort(-lengths, kind="stable")
     vectors = np.empty((total, encoder.dimension), dtype=np.float32)

@@ -132,14 +132,15 @@ def encoder_files_sha256(folder: Path | None) -> str | None:
     return model_sha256(folder, exclude=())
 
 
-def int8_unavailable(device: str) -> str | None:
-    """Why int8 cannot encode on ``device`` here, or None when it can."""
+def int8_unavailable(device: str, *, export: bool = True) -> str | None:
+    """Why int8 cannot encode on ``device`` here, or None when it can. ``export`` also
+    needs nncf (quantising a new export); reading an existing one needs openvino only."""
     if resolve_runtime(device).device != "cpu":
         return "the int8 encoder runs on the CPU and this run has a CUDA device"
     from shelfguard_train.openvino_int8 import OpenVinoUnavailableError, import_openvino
 
     try:
-        import_openvino(need_nncf=True)
+        import_openvino(need_nncf=export)
     except OpenVinoUnavailableError as exc:
         return str(exc)
     return None
@@ -150,12 +151,13 @@ def resolve_precision(
 ) -> tuple[str, str | None]:
     """The precision to encode with and, when int8 falls back to torch, why.
 
-    ``fixed`` means the precision cannot change (an incremental refresh of an int8
-    index): then an unavailable int8 is an :class:`EmbedError`, not a fallback.
+    ``fixed`` means the precision cannot change (an incremental refresh or a search of
+    an int8 index, which read its existing export): then an unavailable int8 is an
+    :class:`EmbedError`, not a fallback.
     """
     if requested != INT8:
         return requested, None
-    reason = int8_unavailable(device)
+    reason = int8_unavailable(device, export=not fixed)
     if reason is None:
         return INT8, None
     if fixed:
