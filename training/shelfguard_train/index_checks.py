@@ -93,7 +93,7 @@ def check_index(
     unusable = None
     if encoder is None:
         try:
-            encoder = open_index_encoder(index_dir, model_dir, manifest)
+            encoder = open_index_encoder(index_dir, model_dir, manifest, found=encoder_found)
         except EmbedError as exc:
             # Measured and reported like the rest; the canaries fall back to the model alone.
             unusable = str(exc)

@@ -223,22 +223,24 @@ def open_index_encoder(
     *,
     device: str = "auto",
     source_sha256: str | None = None,
+    found: dict[str, Any] | None = None,
 ) -> TextEncoder:
     """The encoder an index's vectors were computed with, to encode queries against it.
 
     A torch index gets the model at its precision; an int8 index its own ``encoder/``
     folder, whose files must hash to what the manifest records (:class:`EmbedError`
     otherwise, and when int8 cannot run here: its vectors allow no other encoder).
+    ``found`` is :func:`encoder_check`'s result when the caller has it already (the
+    folder is then not hashed again).
     """
     precision = index_precision(manifest)
     if precision == INT8:
         resolve_precision(INT8, device, fixed=True)
-        recorded = (manifest.get("encoder") or {}).get("files_sha256")
-        actual = encoder_files_sha256(index_dir / ENCODER_DIR)
-        if actual is None or actual != recorded:
+        found = found or encoder_check(index_dir, manifest)
+        if not found["matches"]:
             raise EmbedError(
-                f"{index_dir / ENCODER_DIR}: the int8 encoder's files hash to {actual}, "
-                f"the index manifest records {recorded}"
+                f"{index_dir / ENCODER_DIR}: the int8 encoder's files hash to "
+                f"{found['actual_sha256']}, the index manifest records {found['manifest_sha256']}"
             )
     return open_encoder(
         model_dir,
